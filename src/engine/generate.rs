@@ -1,0 +1,278 @@
+//! The decode loop: prompt evaluation (reusing a cached prefix), sampling, stop handling and
+//! incremental detokenization. Synchronous; the worker thread drives it.
+
+use std::time::{Duration, Instant};
+
+use super::kv_cache::KvCache;
+use super::model::LoadedModel;
+use super::sampler::{Sampler, SamplingParams};
+use super::EngineError;
+
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// `None`: until a stop condition or the context is full.
+    pub max_tokens: Option<usize>,
+    /// Token ids that end generation (EOS, end-of-turn); never emitted as text.
+    pub stop_tokens: Vec<u32>,
+    /// Strings that end generation; neither they nor any partial match are emitted.
+    pub stop_strings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token or stop string.
+    Stop,
+    /// `max_tokens` reached or the context is full.
+    Length,
+    /// The consumer asked to stop (client went away).
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    /// Generated token ids (without the stop token).
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens served from the cache instead of being evaluated.
+    pub cached_tokens: usize,
+    pub finish: FinishReason,
+    pub prompt_eval: Duration,
+    pub eval: Duration,
+}
+
+/// One sequence's state: its KV cache and the tokens that cache holds.
+pub struct Session {
+    pub cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl Session {
+    pub fn new(cache: KvCache) -> Self {
+        Self {
+            cache,
+            tokens: Vec::new(),
+        }
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Keeps the longest cached prefix of `prompt`, but always leaves at least one prompt token
+    /// to evaluate (its logits are needed). Returns how many tokens were kept.
+    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        self.tokens.truncate(common);
+        self.cache.truncate(common);
+        common
+    }
+}
+
+/// Turns token bytes into text, holding back incomplete UTF-8 sequences.
+#[derive(Default)]
+pub struct Utf8Stream {
+    buf: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.buf.extend_from_slice(bytes);
+        match std::str::from_utf8(&self.buf) {
+            Ok(s) => {
+                let s = s.to_owned();
+                self.buf.clear();
+                s
+            }
+            Err(e) if e.error_len().is_none() => {
+                // Incomplete tail: emit the valid part, keep the rest for the next token.
+                let valid = e.valid_up_to();
+                let s = String::from_utf8_lossy(&self.buf[..valid]).into_owned();
+                self.buf.drain(..valid);
+                s
+            }
+            Err(_) => String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned(),
+        }
+    }
+
+    pub fn finish(&mut self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
+    }
+}
+
+/// Holds back text that could be the start of a stop string.
+pub struct StopStrings {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopStrings {
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Adds text; returns what may be emitted now and whether a stop string was hit.
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        if let Some(cut) = self.stops.iter().filter_map(|s| self.pending.find(s)).min() {
+            let out = self.pending[..cut].to_owned();
+            self.pending.clear();
+            return (out, true);
+        }
+        // The longest suffix of `pending` that is a proper prefix of some stop string stays.
+        let keep = self
+            .pending
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| {
+                let tail = &self.pending[i..];
+                self.stops.iter().any(|s| s.starts_with(tail))
+            })
+            .unwrap_or(self.pending.len());
+        let out = self.pending[..keep].to_owned();
+        self.pending.drain(..keep);
+        (out, false)
+    }
+
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Runs one generation. `on_text` receives each piece of text as it becomes final and returns
+/// `false` to cancel.
+pub fn generate(
+    lm: &LoadedModel,
+    session: &mut Session,
+    req: &GenerateRequest,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Completion, EngineError> {
+    if req.prompt.is_empty() {
+        return Err(EngineError::InvalidInput("the prompt is empty".into()));
+    }
+    let capacity = session.cache.capacity();
+    if req.prompt.len() >= capacity {
+        return Err(EngineError::ContextOverflow {
+            needed: req.prompt.len() + 1,
+            limit: capacity,
+        });
+    }
+    let start = Instant::now();
+    let cached = session.reuse_prefix(&req.prompt);
+    let fresh = &req.prompt[cached..];
+    let mut logits = lm.model.forward(fresh, &mut session.cache)?;
+    session.tokens.extend_from_slice(fresh);
+    let prompt_eval = start.elapsed();
+
+    let mut sampler = Sampler::new(req.sampling.clone());
+    let mut utf8 = Utf8Stream::default();
+    let mut stops = StopStrings::new(&req.stop_strings);
+    let mut text = String::new();
+    let mut generated = Vec::new();
+    let limit = req.max_tokens.unwrap_or(usize::MAX);
+    let decode_start = Instant::now();
+    let mut emit = |piece: &str, text: &mut String| -> bool {
+        if piece.is_empty() {
+            return true;
+        }
+        text.push_str(piece);
+        on_text(piece)
+    };
+
+    let finish = loop {
+        if generated.len() >= limit {
+            break FinishReason::Length;
+        }
+        let mut l = logits.to_vec1::<f32>()?;
+        let token = sampler.sample(&mut l, &session.tokens);
+        if req.stop_tokens.contains(&token) {
+            break FinishReason::Stop;
+        }
+        generated.push(token);
+        let piece = utf8.push(lm.tokenizer.token_bytes(token));
+        let (out, hit) = stops.push(&piece);
+        if !emit(&out, &mut text) {
+            break FinishReason::Cancelled;
+        }
+        if hit {
+            break FinishReason::Stop;
+        }
+        if session.cache.len() + 1 > capacity || generated.len() >= limit {
+            break FinishReason::Length;
+        }
+        logits = lm.model.forward(&[token], &mut session.cache)?;
+        session.tokens.push(token);
+    };
+    if finish == FinishReason::Length {
+        let rest = utf8.finish();
+        let (mut out, _) = stops.push(&rest);
+        out.push_str(&stops.finish());
+        emit(&out, &mut text);
+    }
+    Ok(Completion {
+        text,
+        tokens: generated,
+        prompt_tokens: req.prompt.len(),
+        cached_tokens: cached,
+        finish,
+        prompt_eval,
+        eval: decode_start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stream_holds_back_partial_characters() {
+        let mut s = Utf8Stream::default();
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(s.push(&euro[..1]), "");
+        assert_eq!(s.push(&euro[1..2]), "");
+        assert_eq!(s.push(&[euro[2], b'!']), "€!");
+        assert_eq!(s.push(&[0xF0, 0x9F]), "");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn stop_strings_never_leak_partial_matches() {
+        let mut s = StopStrings::new(&["</end>".to_string()]);
+        assert_eq!(s.push("Hello <"), ("Hello ".to_string(), false));
+        assert_eq!(s.push("/en"), (String::new(), false));
+        assert_eq!(s.push("d> more"), (String::new(), true));
+
+        let mut s = StopStrings::new(&["</end>".to_string()]);
+        assert_eq!(s.push("a <"), ("a ".to_string(), false));
+        assert_eq!(s.push("b"), ("<b".to_string(), false));
+        assert_eq!(s.push(" <"), (" ".to_string(), false));
+        assert_eq!(s.finish(), "<");
+    }
+
+    #[test]
+    fn earliest_stop_string_wins() {
+        let mut s = StopStrings::new(&["world".to_string(), "lo".to_string()]);
+        assert_eq!(s.push("hello world"), ("hel".to_string(), true));
+    }
+}

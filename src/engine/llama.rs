@@ -1,0 +1,345 @@
+//! The Llama-family decoder (Llama 2/3.x, SmolLM, TinyLlama, ...): one model, one file.
+//!
+//! Weights come from a [`WeightSource`] (GGUF or safetensors, see `model.rs`); the math is the
+//! same for both except for the RoPE pairing, which depends on how the file stores Q/K.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::kv_cache::KvCache;
+use super::model::{LanguageModel, ModelConfig, RopeScaling, RopeStyle, WeightSource};
+use super::EngineError;
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+pub struct Llama {
+    cfg: ModelConfig,
+    embed: QMatMul,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    /// RoPE tables for positions `0..cfg.max_positions`, each `(positions, head_dim / 2)`.
+    cos: Tensor,
+    sin: Tensor,
+    rope_style: RopeStyle,
+    device: Device,
+    /// Activation dtype: f32 on CPU; the weights' float type for unquantized weights on a GPU.
+    act_dtype: DType,
+}
+
+impl Llama {
+    pub fn load(src: &mut dyn WeightSource, cfg: ModelConfig, device: &Device) -> Result<Self> {
+        let act_dtype = src.activation_dtype();
+        let embed = src.matrix("token_embd.weight")?;
+        // Tied embeddings (SmolLM2, Llama 3.2 1B/3B): no separate output matrix in the file.
+        let lm_head = if src.contains("output.weight") {
+            src.matrix("output.weight")?
+        } else {
+            embed.clone()
+        };
+        let norm = src.vector("output_norm.weight", act_dtype)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("blk.{i}");
+            layers.push(Layer {
+                attn_norm: src.vector(&format!("{p}.attn_norm.weight"), act_dtype)?,
+                wq: src.matrix(&format!("{p}.attn_q.weight"))?,
+                wk: src.matrix(&format!("{p}.attn_k.weight"))?,
+                wv: src.matrix(&format!("{p}.attn_v.weight"))?,
+                wo: src.matrix(&format!("{p}.attn_output.weight"))?,
+                ffn_norm: src.vector(&format!("{p}.ffn_norm.weight"), act_dtype)?,
+                w_gate: src.matrix(&format!("{p}.ffn_gate.weight"))?,
+                w_up: src.matrix(&format!("{p}.ffn_up.weight"))?,
+                w_down: src.matrix(&format!("{p}.ffn_down.weight"))?,
+            });
+        }
+        let freq_factors = src.rope_freq_factors()?;
+        let (cos, sin) = rope_tables(&cfg, freq_factors.as_deref(), device, act_dtype)?;
+        Ok(Self {
+            rope_style: src.rope_style(),
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            device: device.clone(),
+            act_dtype,
+        })
+    }
+
+    fn rope(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let seq = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        Ok(match self.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, &cos, &sin)?,
+            RopeStyle::Halves => candle_nn::rotary_emb::rope(x, &cos, &sin)?,
+        })
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        idx: usize,
+        x: &Tensor,
+        pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let seq = x.dim(0)?;
+        let (hd, nh, nkv) = (c.head_dim, c.n_head, c.n_kv_head);
+        let n_rep = nh / nkv;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = self.rope(&heads(layer.wq.forward(x)?, nh)?, pos)?;
+        let k = self.rope(&heads(layer.wk.forward(x)?, nkv)?, pos)?;
+        let v = heads(layer.wv.forward(x)?, nkv)?;
+        let (k, v) = cache.append(idx, &k, &v)?;
+        let kv_len = k.dim(1)?;
+
+        // Grouped-query attention without copying K/V: the n_rep query heads that share one KV
+        // head are stacked along the row axis, so one batched matmul per KV head does the work.
+        let q = q.reshape((nkv, n_rep * seq, hd))?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = if seq > 1 {
+            let mask = causal_mask(seq, pos, kv_len, &self.device, att.dtype())?;
+            att.reshape((nkv, n_rep, seq, kv_len))?
+                .broadcast_add(&mask)?
+                .reshape((nkv, n_rep * seq, kv_len))?
+        } else {
+            att
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?; // (nkv, n_rep * seq, hd)
+        let y = y
+            .reshape((nh, seq, hd))?
+            .transpose(0, 1)?
+            .reshape((seq, nh * hd))?;
+        Ok(layer.wo.forward(&y)?)
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, w, self.cfg.rms_eps as f32)?)
+    }
+
+    /// Runs the decoder over `tokens`, appending to `cache`; returns the hidden states after
+    /// the final norm for the positions selected by `rows` (`None` = all).
+    fn hidden(&self, tokens: &[u32], cache: &mut KvCache, last_only: bool) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidInput("no tokens to evaluate".into()));
+        }
+        let pos = cache.len();
+        if pos + tokens.len() > self.cfg.max_positions {
+            return Err(EngineError::ContextOverflow {
+                needed: pos + tokens.len(),
+                limit: self.cfg.max_positions,
+            });
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.to_dtype(self.act_dtype)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = self.rms_norm(&x, &layer.attn_norm)?;
+            x = (x + self.attention(layer, i, &h, pos, cache)?)?;
+            let h = self.rms_norm(&x, &layer.ffn_norm)?;
+            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+            let up = layer.w_up.forward(&h)?;
+            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
+        }
+        cache.advance(tokens.len());
+        let x = if last_only {
+            x.narrow(0, tokens.len() - 1, 1)?
+        } else {
+            x
+        };
+        self.rms_norm(&x, &self.norm)
+    }
+}
+
+impl LanguageModel for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        let capacity = capacity.min(self.cfg.max_positions);
+        KvCache::new(
+            self.cfg.n_layer,
+            self.cfg.n_kv_head,
+            self.cfg.head_dim,
+            capacity,
+            self.act_dtype,
+            &self.device,
+        )
+    }
+
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.hidden(tokens, cache, true)?;
+        let logits = self.lm_head.forward(&h)?;
+        Ok(logits.squeeze(0)?.to_dtype(DType::F32)?)
+    }
+
+    fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.hidden(tokens, cache, false)?;
+        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+    }
+
+    fn embed(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.hidden(tokens, cache, false)?.to_dtype(DType::F32)?;
+        Ok(h.mean(0)?)
+    }
+}
+
+/// `(seq, kv_len)` additive mask: query `i` (absolute position `pos + i`) sees keys `0..=pos+i`.
+fn causal_mask(seq: usize, pos: usize, kv_len: usize, dev: &Device, dt: DType) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..kv_len).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq, kv_len), dev)?.to_dtype(dt)?)
+}
+
+/// Inverse frequencies of RoPE, with Llama 3.x frequency scaling or GGUF `rope_freqs` applied.
+pub(crate) fn rope_inv_freqs(cfg: &ModelConfig, freq_factors: Option<&[f32]>) -> Vec<f32> {
+    let dim = cfg.rope_dim;
+    let mut freqs: Vec<f32> = (0..dim)
+        .step_by(2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(i as f32 / dim as f32))
+        .collect();
+    if let Some(factors) = freq_factors {
+        // GGUF stores the Llama 3 scaling precomputed as divisors (llama.cpp `rope_freqs`).
+        for (f, d) in freqs.iter_mut().zip(factors) {
+            *f /= d;
+        }
+        return freqs;
+    }
+    match &cfg.rope_scaling {
+        None => {}
+        Some(RopeScaling::Linear { factor }) => freqs.iter_mut().for_each(|f| *f /= factor),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        }) => {
+            let orig = *original_context as f32;
+            let low_wavelen = orig / low_freq_factor;
+            let high_wavelen = orig / high_freq_factor;
+            for f in freqs.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                if wavelen < high_wavelen {
+                    continue;
+                } else if wavelen > low_wavelen {
+                    *f /= factor;
+                } else {
+                    let smooth =
+                        (orig / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                }
+            }
+        }
+    }
+    freqs
+}
+
+fn rope_tables(
+    cfg: &ModelConfig,
+    freq_factors: Option<&[f32]>,
+    dev: &Device,
+    dt: DType,
+) -> Result<(Tensor, Tensor)> {
+    let inv = rope_inv_freqs(cfg, freq_factors);
+    let half = inv.len();
+    let n = cfg.max_positions;
+    let inv = Tensor::from_vec(inv, (1, half), dev)?;
+    let pos = Tensor::arange(0u32, n as u32, dev)?
+        .to_dtype(DType::F32)?
+        .reshape((n, 1))?;
+    let angles = pos.broadcast_mul(&inv)?;
+    // rope_dim may be smaller than head_dim (partial rotary); Llama uses the full head.
+    let cos = angles.cos()?.to_dtype(dt)?;
+    let sin = angles.sin()?.to_dtype(dt)?;
+    debug_assert_eq!(cos.dim(D::Minus1)?, half);
+    Ok((cos, sin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(scaling: Option<RopeScaling>) -> ModelConfig {
+        ModelConfig {
+            architecture: "llama".into(),
+            hidden_size: 2048,
+            intermediate_size: 8192,
+            n_layer: 1,
+            n_head: 32,
+            n_kv_head: 8,
+            head_dim: 64,
+            rope_dim: 64,
+            vocab_size: 10,
+            rms_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_scaling: scaling,
+            context_length: 131_072,
+            max_positions: 16,
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_frequencies_and_divides_low_ones() {
+        let plain = rope_inv_freqs(&cfg(None), None);
+        let scaled = rope_inv_freqs(
+            &cfg(Some(RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_context: 8192,
+            })),
+            None,
+        );
+        assert_eq!(plain[0], scaled[0], "highest frequency is untouched");
+        let last = plain.len() - 1;
+        assert!((plain[last] / 32.0 - scaled[last]).abs() < 1e-12);
+        // In the smooth band the result lies strictly between the two extremes.
+        let mid = (0..plain.len())
+            .find(|&i| scaled[i] != plain[i] && (scaled[i] - plain[i] / 32.0).abs() > 1e-12)
+            .expect("a frequency in the interpolated band");
+        assert!(scaled[mid] < plain[mid] && scaled[mid] > plain[mid] / 32.0);
+    }
+
+    #[test]
+    fn gguf_freq_factors_divide_frequencies() {
+        let plain = rope_inv_freqs(&cfg(None), None);
+        let factors = vec![2.0f32; plain.len()];
+        let scaled = rope_inv_freqs(&cfg(None), Some(&factors));
+        for (p, s) in plain.iter().zip(scaled) {
+            assert!((p / 2.0 - s).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn causal_mask_respects_cached_prefix() {
+        let m = causal_mask(2, 3, 5, &Device::Cpu, DType::F32).unwrap();
+        let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
+        assert_eq!(m[0], vec![0.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY]);
+        assert_eq!(m[1], vec![0.0; 5]);
+    }
+}

@@ -1,0 +1,249 @@
+//! Chat templates, rendered natively (no Jinja): ChatML (SmolLM2, Qwen-style) and Llama 3.
+//!
+//! Rendering produces token ids directly: control tokens are inserted by id and message text is
+//! encoded as plain text, so user content can never forge a turn boundary.
+
+use super::tokenizer::Tokenizer;
+use super::EngineError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// `<|im_start|>role\ncontent<|im_end|>\n`. `default_system` is inserted when the
+    /// conversation does not start with a system message (SmolLM2's template does this).
+    ChatMl { default_system: Option<String> },
+    /// `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` after `<|begin_of_text|>`.
+    Llama3,
+    /// No template known: messages are joined as plain text.
+    Plain,
+}
+
+/// One piece of a rendered prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Special(&'static str),
+    Text(String),
+}
+
+const CHATML_SYSTEM_OPEN: &str = "<|im_start|>system\n";
+
+impl ChatTemplate {
+    /// Picks the template from the model's own template text, falling back to its vocabulary.
+    pub fn detect(source: Option<&str>, tok: &Tokenizer) -> Self {
+        let src = source.unwrap_or("");
+        let chatml = src.contains("<|im_start|>")
+            || (source.is_none() && tok.special_id("<|im_start|>").is_some());
+        let llama3 = src.contains("<|start_header_id|>")
+            || (source.is_none() && tok.special_id("<|start_header_id|>").is_some());
+        if chatml {
+            ChatTemplate::ChatMl {
+                default_system: chatml_default_system(src),
+            }
+        } else if llama3 {
+            ChatTemplate::Llama3
+        } else {
+            ChatTemplate::Plain
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChatTemplate::ChatMl { .. } => "chatml",
+            ChatTemplate::Llama3 => "llama3",
+            ChatTemplate::Plain => "plain",
+        }
+    }
+
+    fn pieces(&self, messages: &[ChatMessage], generation_prompt: bool) -> Vec<Piece> {
+        let mut out = Vec::new();
+        match self {
+            ChatTemplate::ChatMl { default_system } => {
+                let has_system = messages.first().is_some_and(|m| m.role == "system");
+                let default = default_system.as_ref().filter(|_| !has_system);
+                let defaults = default.map(|s| ChatMessage::new("system", s.as_str()));
+                for m in defaults.iter().chain(messages) {
+                    out.push(Piece::Special("<|im_start|>"));
+                    out.push(Piece::Text(format!("{}\n{}", m.role, m.content)));
+                    out.push(Piece::Special("<|im_end|>"));
+                    out.push(Piece::Text("\n".into()));
+                }
+                if generation_prompt {
+                    out.push(Piece::Special("<|im_start|>"));
+                    out.push(Piece::Text("assistant\n".into()));
+                }
+            }
+            ChatTemplate::Llama3 => {
+                out.push(Piece::Special("<|begin_of_text|>"));
+                let header = |out: &mut Vec<Piece>, role: &str| {
+                    out.push(Piece::Special("<|start_header_id|>"));
+                    out.push(Piece::Text(role.to_owned()));
+                    out.push(Piece::Special("<|end_header_id|>"));
+                    out.push(Piece::Text("\n\n".into()));
+                };
+                for m in messages {
+                    header(&mut out, &m.role);
+                    out.push(Piece::Text(m.content.trim().to_owned()));
+                    out.push(Piece::Special("<|eot_id|>"));
+                }
+                if generation_prompt {
+                    header(&mut out, "assistant");
+                }
+            }
+            ChatTemplate::Plain => {
+                let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+                out.push(Piece::Text(text.join("\n\n")));
+            }
+        }
+        out
+    }
+
+    /// Renders a conversation to prompt tokens, ending with the assistant's turn opener when
+    /// `generation_prompt` is set.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        generation_prompt: bool,
+        tok: &Tokenizer,
+    ) -> Result<Vec<u32>, EngineError> {
+        let mut ids = Vec::new();
+        if matches!(self, ChatTemplate::Plain) && tok.add_bos {
+            ids.extend(tok.bos);
+        }
+        let mut text = String::new();
+        for piece in self.pieces(messages, generation_prompt) {
+            match piece {
+                Piece::Text(t) => text.push_str(&t),
+                Piece::Special(name) => {
+                    if !text.is_empty() {
+                        ids.extend(tok.encode(&std::mem::take(&mut text))?);
+                    }
+                    let id = tok.special_id(name).ok_or_else(|| {
+                        EngineError::Tokenizer(format!(
+                            "the {} chat template needs the token {name}, which this model's \
+                             vocabulary lacks",
+                            self.name()
+                        ))
+                    })?;
+                    ids.push(id);
+                }
+            }
+        }
+        if !text.is_empty() {
+            ids.extend(tok.encode(&text)?);
+        }
+        Ok(ids)
+    }
+
+    /// The same conversation as text (control tokens written out), for display and logs.
+    pub fn render_text(&self, messages: &[ChatMessage], generation_prompt: bool) -> String {
+        self.pieces(messages, generation_prompt)
+            .into_iter()
+            .map(|p| match p {
+                Piece::Special(s) => s.to_owned(),
+                Piece::Text(t) => t,
+            })
+            .collect()
+    }
+
+    /// Token ids that end the assistant's turn: the template's end-of-turn marker and EOS.
+    pub fn stop_tokens(&self, tok: &Tokenizer) -> Vec<u32> {
+        let names: &[&str] = match self {
+            ChatTemplate::ChatMl { .. } => &["<|im_end|>", "<|endoftext|>"],
+            ChatTemplate::Llama3 => &["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"],
+            ChatTemplate::Plain => &[],
+        };
+        let mut ids: Vec<u32> = names.iter().filter_map(|n| tok.special_id(n)).collect();
+        ids.extend(tok.eos);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// SmolLM2's template inserts a fixed system prompt when none is given; read it from the
+/// template text rather than hard-coding it.
+fn chatml_default_system(src: &str) -> Option<String> {
+    if !src.contains("!= 'system'") && !src.contains("!= \"system\"") {
+        return None;
+    }
+    let start = src.find(CHATML_SYSTEM_OPEN)? + CHATML_SYSTEM_OPEN.len();
+    let end = start + src[start..].find("<|im_end|>")?;
+    Some(src[start..end].replace("\\n", "\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOL: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn smol() -> ChatTemplate {
+        ChatTemplate::ChatMl {
+            default_system: chatml_default_system(SMOL),
+        }
+    }
+
+    #[test]
+    fn chatml_inserts_default_system_prompt_only_when_missing() {
+        let t = smol();
+        let text = t.render_text(&[ChatMessage::new("user", "Hi")], true);
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging \
+             Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let text = t.render_text(
+            &[
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", "Hi"),
+            ],
+            false,
+        );
+        assert_eq!(
+            text,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn chatml_without_default_rule_has_no_default_system() {
+        let t = ChatTemplate::ChatMl {
+            default_system: chatml_default_system("{{'<|im_start|>' + message['role']}}"),
+        };
+        assert_eq!(
+            t.render_text(&[ChatMessage::new("user", "Hi")], true),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn llama3_layout() {
+        let text = ChatTemplate::Llama3.render_text(
+            &[
+                ChatMessage::new("system", "Sys"),
+                ChatMessage::new("user", "  Hello \n"),
+            ],
+            true,
+        );
+        assert_eq!(
+            text,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys<|eot_id|>\
+             <|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! candlelight: in-process LLM inference on candle behind an Ollama-compatible API.
+//!
+//! Data flows one way: HTTP edge (`api`) -> `engine` -> model, and back as a stream.
+
+pub mod bench;
+pub mod config;
+pub mod engine;
+pub mod store;

@@ -1,0 +1,146 @@
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use candlelight::bench::BenchSetup;
+use candlelight::config::{BenchArgs, Cli, Command, GenerateArgs, RuntimeArgs};
+use candlelight::engine::device::{default_threads, set_cpu_threads};
+use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, SamplingParams};
+use candlelight::store::ModelStore;
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "candlelight=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+/// Applies the thread budget, then resolves and loads the model. Returns it with the
+/// device's name, the thread count and the load time in seconds.
+fn open(model: &str, rt: &RuntimeArgs) -> Result<(LoadedModel, String, usize, f64)> {
+    let threads = rt.threads.unwrap_or_else(default_threads);
+    set_cpu_threads(threads);
+    let device = engine::select_device(rt.device)?;
+    let store = ModelStore::new(&rt.models_dir);
+    let resolved = store.resolve(model)?;
+    let t = Instant::now();
+    let lm = engine::load(
+        &resolved.path,
+        &engine::LoadOptions {
+            device: device.clone(),
+            max_context: rt.num_ctx,
+        },
+    )
+    .with_context(|| format!("loading {}", resolved.path.display()))?;
+    let device_name = if device.is_cpu() {
+        "cpu".to_owned()
+    } else {
+        rt.device.to_string()
+    };
+    Ok((lm, device_name, threads, t.elapsed().as_secs_f64()))
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let (lm, device, threads, load_s) = open(&args.model, &args.runtime)?;
+    let prompt = if args.raw {
+        let mut ids: Vec<u32> = lm
+            .tokenizer
+            .bos
+            .filter(|_| lm.tokenizer.add_bos)
+            .into_iter()
+            .collect();
+        ids.extend(lm.tokenizer.encode(&args.prompt)?);
+        ids
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system.as_str()));
+        }
+        messages.push(ChatMessage::new("user", args.prompt.as_str()));
+        lm.chat_prompt(&messages)?
+    };
+    let req = GenerateRequest {
+        prompt,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            seed: args.seed,
+        },
+        max_tokens: Some(args.max_tokens),
+        stop_tokens: lm.stop_tokens(),
+        stop_strings: args.stop.clone(),
+    };
+    let cache = lm.model.new_cache(args.runtime.num_ctx)?;
+    let mut session = engine::Session::new(cache);
+    let mut stdout = std::io::stdout().lock();
+    let done = engine::generate(&lm, &mut session, &req, &mut |text| {
+        // A closed stdout (e.g. `| head`) ends generation instead of panicking.
+        stdout.write_all(text.as_bytes()).is_ok() && stdout.flush().is_ok()
+    })?;
+    let _ = writeln!(stdout);
+    let secs = |d: std::time::Duration| d.as_secs_f64().max(1e-9);
+    eprintln!(
+        "model {} ({}, {device}, {threads} threads), loaded in {load_s:.2}s\n\
+         prompt: {} tokens in {:.2}s ({:.1} tok/s)\n\
+         eval:   {} tokens in {:.2}s ({:.1} tok/s), finish: {}",
+        args.model,
+        lm.info.quantization,
+        done.prompt_tokens,
+        secs(done.prompt_eval),
+        done.prompt_tokens as f64 / secs(done.prompt_eval),
+        done.tokens.len(),
+        secs(done.eval),
+        done.tokens.len() as f64 / secs(done.eval),
+        done.finish.as_str(),
+    );
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let mut rt = args.runtime.clone();
+    rt.num_ctx = rt.num_ctx.max(args.prompt_tokens + args.gen_tokens + 1);
+    let (lm, device, threads, load_s) = open(&args.model, &rt)?;
+    let setup = BenchSetup {
+        model: args.model.clone(),
+        device,
+        threads,
+        load_seconds: load_s,
+    };
+    let r = candlelight::bench::run(&lm, &setup, args.prompt_tokens, args.gen_tokens, args.runs)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "model       {} ({})\ndevice      {} ({} threads)\nload        {:.2} s\n\
+             prefill     {:.1} tok/s  ({} tokens, median of {})\n\
+             decode      {:.1} tok/s  ({} tokens, median of {})\npeak RSS    {:.0} MiB",
+            r.model,
+            r.quantization,
+            r.device,
+            r.threads,
+            r.load_seconds,
+            r.prefill_tok_s,
+            r.prompt_tokens,
+            r.runs,
+            r.decode_tok_s,
+            r.gen_tokens,
+            r.runs,
+            r.peak_rss_mib
+        );
+    }
+    Ok(())
+}
