@@ -1,0 +1,97 @@
+//! The `candlelight` binary as a user runs it.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn candlelight(args: &[&str]) -> Output {
+    let _one_at_a_time = common::serial();
+    let model = common::test_model_path();
+    Command::new(env!("CARGO_BIN_EXE_candlelight"))
+        .args(args)
+        .env(
+            "CANDLELIGHT_MODELS_DIR",
+            model.parent().unwrap().parent().unwrap(),
+        )
+        .env("CANDLELIGHT_THREADS", "2")
+        .env_remove("CANDLELIGHT_MODEL")
+        .output()
+        .expect("binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn generate_streams_the_answer_and_reports_speed() {
+    let out = candlelight(&[
+        "generate",
+        "--device",
+        "cpu",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "40",
+        "What is the capital of France?",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Paris"), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("prompt: ") && err.contains("tok/s"), "{err}");
+    assert!(err.contains("eval: "), "{err}");
+}
+
+#[test]
+fn bench_reports_json() {
+    let out = candlelight(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--prompt-tokens",
+        "32",
+        "--gen-tokens",
+        "4",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["prompt_tokens"], 32);
+    assert_eq!(r["gen_tokens"], 4);
+    assert!(r["prefill_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        r["peak_rss_mib"].as_f64().unwrap() > 50.0,
+        "the model is resident"
+    );
+    assert_eq!(r["quantization"], "Q4_1");
+}
+
+#[test]
+fn bad_input_gets_messages_that_say_what_to_do() {
+    let out = candlelight(&["generate", "--device", "cuda", "hi"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--features cuda"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = candlelight(&["generate", "--model", "nosuch:7b", "hi"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("model 'nosuch:7b' not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = candlelight(&["generate", "--device", "tpu", "hi"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("use cpu, cuda, cuda:N or auto"),
+        "{}",
+        text(&out.stderr)
+    );
+}
