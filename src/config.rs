@@ -63,6 +63,8 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f32,
+    /// Penalty for repeating recent tokens. 1.1 here (the server follows Ollama's 1.0): small
+    /// models fall into loops at temperature 0 without it.
     #[arg(long, default_value_t = 1.1)]
     pub repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]

@@ -291,36 +291,47 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         max_positions: context_length.min(opts.max_context),
     };
     let tokenizer = Tokenizer::from_gguf(&content)?;
-    let quantization = dominant_quant(&content);
-    let parameter_count = content
-        .tensor_infos
-        .values()
-        .map(|t| t.shape.elem_count() as u64)
-        .sum();
-    let metadata = gguf_meta(&content);
-    let chat_template = md
-        .get("tokenizer.chat_template")
-        .and_then(|v| v.to_string().ok())
-        .cloned();
+    let info = gguf_info(path, &content, file_size);
     let mut src = GgufSource {
         content: &content,
         reader,
         device: opts.device.clone(),
     };
     let model = Llama::load(&mut src, cfg, &opts.device)?;
-    Ok(LoadedModel::new(
-        Box::new(model),
-        tokenizer,
-        ModelInfo {
-            path: path.to_path_buf(),
-            format: "gguf",
-            quantization,
-            parameter_count,
-            file_size,
-            metadata,
-            chat_template,
-        },
-    ))
+    Ok(LoadedModel::new(Box::new(model), tokenizer, info))
+}
+
+fn gguf_info(path: &Path, content: &gguf_file::Content, file_size: u64) -> ModelInfo {
+    ModelInfo {
+        path: path.to_path_buf(),
+        format: "gguf",
+        quantization: dominant_quant(content),
+        parameter_count: content
+            .tensor_infos
+            .values()
+            .map(|t| t.shape.elem_count() as u64)
+            .sum(),
+        file_size,
+        metadata: gguf_meta(content),
+        chat_template: content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned(),
+    }
+}
+
+/// Reads what a model is without loading its weights (for listings and `/api/show`).
+pub fn inspect(path: &Path) -> Result<ModelInfo> {
+    if path.is_dir() {
+        // Safetensors headers are small; the mmap reads no weights.
+        return Ok(load_safetensors_parts(path, &Device::Cpu, usize::MAX)?.info);
+    }
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let content = gguf_file::Content::read(&mut BufReader::new(file))
+        .map_err(|e| EngineError::BadModel(format!("{}: not a GGUF file: {e}", path.display())))?;
+    Ok(gguf_info(path, &content, file_size))
 }
 
 /// The quantization of the bulk of the weights (what Ollama calls quantization_level).
@@ -452,7 +463,29 @@ impl WeightSource for SafetensorsSource {
     }
 }
 
+/// Everything of a safetensors folder short of the weights themselves (they stay mapped).
+struct SafetensorsParts {
+    src: SafetensorsSource,
+    cfg: ModelConfig,
+    tokenizer: Tokenizer,
+    info: ModelInfo,
+}
+
 fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let mut parts = load_safetensors_parts(dir, &opts.device, opts.max_context)?;
+    let model = Llama::load(&mut parts.src, parts.cfg, &opts.device)?;
+    Ok(LoadedModel::new(
+        Box::new(model),
+        parts.tokenizer,
+        parts.info,
+    ))
+}
+
+fn load_safetensors_parts(
+    dir: &Path,
+    device: &Device,
+    max_context: usize,
+) -> Result<SafetensorsParts> {
     let read = |name: &str| -> Result<String> {
         let p = dir.join(name);
         std::fs::read_to_string(&p).map_err(|e| EngineError::io(&p, e))
@@ -492,7 +525,7 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         _ => DType::F32,
     };
     // The CPU kernels are fastest (and most exact) in f32; a GPU keeps the file's precision.
-    let dtype = if opts.device.is_cpu() {
+    let dtype = if device.is_cpu() {
         DType::F32
     } else {
         file_dtype
@@ -534,7 +567,7 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         rope_theta: hf.rope_theta,
         rope_scaling,
         context_length: hf.max_position_embeddings,
-        max_positions: hf.max_position_embeddings.min(opts.max_context),
+        max_positions: hf.max_position_embeddings.min(max_context),
     };
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = read("tokenizer_config.json")
@@ -559,24 +592,25 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         kv("rope.freq_base", (cfg.rope_theta as f64).into()),
         kv("vocab_size", cfg.vocab_size.into()),
     ]);
-    let mut src = SafetensorsSource {
+    let src = SafetensorsSource {
         st,
-        device: opts.device.clone(),
+        device: device.clone(),
         dtype,
         tied: hf.tie_word_embeddings,
     };
-    let model = Llama::load(&mut src, cfg, &opts.device)?;
-    Ok(LoadedModel::new(
-        Box::new(model),
+    let info = ModelInfo {
+        path: dir.to_path_buf(),
+        format: "safetensors",
+        quantization: format!("{file_dtype:?}").to_uppercase(),
+        parameter_count,
+        file_size,
+        metadata,
+        chat_template,
+    };
+    Ok(SafetensorsParts {
+        src,
+        cfg,
         tokenizer,
-        ModelInfo {
-            path: dir.to_path_buf(),
-            format: "safetensors",
-            quantization: format!("{file_dtype:?}").to_uppercase(),
-            parameter_count,
-            file_size,
-            metadata,
-            chat_template,
-        },
-    ))
+        info,
+    })
 }

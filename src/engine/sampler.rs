@@ -23,14 +23,14 @@ pub struct SamplingParams {
 }
 
 impl Default for SamplingParams {
-    /// Ollama's defaults.
+    /// Ollama's defaults (`api/types.go` `DefaultOptions`, v0.33).
     fn default() -> Self {
         Self {
             temperature: 0.8,
             top_k: 40,
             top_p: 0.9,
             min_p: 0.0,
-            repeat_penalty: 1.1,
+            repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: None,
         }

@@ -1,0 +1,46 @@
+//! The engine's error type.
+
+use std::path::Path;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model file not found: {0}")]
+    ModelNotFound(String),
+    #[error("cannot load model: {0}")]
+    BadModel(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(
+        "the input needs {needed} positions but the context holds {limit}; \
+         shorten the input or raise num_ctx"
+    )]
+    ContextOverflow { needed: usize, limit: usize },
+    #[error("{0}")]
+    Device(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server busy, please try again: the request queue is full ({0} waiting)")]
+    Overloaded(usize),
+    #[error("the model worker stopped unexpectedly")]
+    WorkerGone,
+}
+
+impl EngineError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
