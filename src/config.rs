@@ -21,6 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the Ollama-compatible HTTP API.
+    Serve(ServeArgs),
     /// Generate text from a prompt, streaming it to stdout.
     Generate(GenerateArgs),
     /// Measure prefill and decode speed.
@@ -103,4 +105,79 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on: host, host:port, or a URL (Ollama's OLLAMA_HOST forms).
+    #[arg(long, env = "OLLAMA_HOST", default_value = "127.0.0.1:11434")]
+    pub host: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// An existing Ollama model folder whose pulled models are served too
+    /// (default: ~/.ollama/models when it exists).
+    #[arg(long, env = "OLLAMA_MODELS")]
+    pub ollama_models: Option<PathBuf>,
+    /// Load this model at start-up, so the first request does not wait for it.
+    #[arg(long, env = "CANDLELIGHT_PRELOAD")]
+    pub preload: Option<String>,
+    /// How long a model stays loaded after a request (Go duration or seconds; negative =
+    /// forever).
+    #[arg(long, env = "OLLAMA_KEEP_ALIVE", default_value = "5m")]
+    pub keep_alive: String,
+    /// Requests admitted at once (running + waiting) before answering 503.
+    #[arg(long, env = "OLLAMA_MAX_QUEUE", default_value_t = 512)]
+    pub max_queue: usize,
+    /// Models kept loaded at once.
+    #[arg(long, env = "OLLAMA_MAX_LOADED_MODELS", default_value_t = 3)]
+    pub max_loaded_models: usize,
+    /// Seconds in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "CANDLELIGHT_SHUTDOWN_GRACE", default_value_t = 25)]
+    pub shutdown_grace: u64,
+}
+
+/// Parses OLLAMA_HOST the way Ollama does: scheme optional, port 11434 when omitted.
+pub fn parse_host(host: &str) -> Result<std::net::SocketAddr, String> {
+    let h = host.trim();
+    let h = h
+        .strip_prefix("http://")
+        .or_else(|| h.strip_prefix("https://"))
+        .unwrap_or(h)
+        .trim_end_matches('/');
+    let with_port = if h.is_empty() {
+        "127.0.0.1:11434".to_owned()
+    } else if let Some(port) = h.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else if h.parse::<std::net::IpAddr>().is_ok() && h.contains(':') {
+        format!("[{h}]:11434")
+    } else if h
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        h.to_owned()
+    } else {
+        format!("{h}:11434")
+    };
+    let with_port = with_port.replacen("localhost", "127.0.0.1", 1);
+    with_port
+        .parse()
+        .map_err(|_| format!("OLLAMA_HOST '{host}' is not an address like 0.0.0.0:11434"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_host_forms() {
+        let p = |s| parse_host(s).unwrap().to_string();
+        assert_eq!(p("0.0.0.0"), "0.0.0.0:11434");
+        assert_eq!(p("0.0.0.0:8080"), "0.0.0.0:8080");
+        assert_eq!(p("http://127.0.0.1:11434/"), "127.0.0.1:11434");
+        assert_eq!(p(":5000"), "127.0.0.1:5000");
+        assert_eq!(p("localhost"), "127.0.0.1:11434");
+        assert_eq!(p("::"), "[::]:11434");
+        assert_eq!(p(""), "127.0.0.1:11434");
+        assert!(parse_host("not a host").is_err());
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: HTTP edge (`api`) -> `engine` -> model, and back as a stream.
 
+pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;

@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use candlelight::bench::BenchSetup;
-use candlelight::config::{BenchArgs, Cli, Command, GenerateArgs, RuntimeArgs};
+use candlelight::config::{
+    parse_host, BenchArgs, Cli, Command, GenerateArgs, RuntimeArgs, ServeArgs,
+};
 use candlelight::engine::device::{default_threads, set_cpu_threads};
 use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, SamplingParams};
 use candlelight::store::ModelStore;
@@ -17,9 +19,11 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "candlelight=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Generate(args) => generate(args),
         Command::Bench(args) => bench(args),
     }
@@ -143,4 +147,58 @@ fn bench(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let rt = &args.runtime;
+    let threads = rt.threads.unwrap_or_else(default_threads);
+    set_cpu_threads(threads);
+    let device = engine::select_device(rt.device)?;
+    let addr = parse_host(&args.host).map_err(anyhow::Error::msg)?;
+    let keep_alive = candlelight::api::params::keep_alive(Some(&serde_json::Value::String(
+        args.keep_alive.clone(),
+    )))
+    .map_err(|e| anyhow::anyhow!("OLLAMA_KEEP_ALIVE: {e}"))?
+    .unwrap_or(engine::KeepAlive::For(std::time::Duration::from_secs(300)));
+    let ollama_dir = args.ollama_models.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".ollama/models"))
+    });
+    let store = ModelStore::new(&rt.models_dir).with_ollama_dir(ollama_dir);
+    let engine = engine::Engine::new(
+        store,
+        engine::EngineOptions {
+            device: device.clone(),
+            num_ctx: rt.num_ctx,
+            max_queue: args.max_queue,
+            max_loaded: args.max_loaded_models,
+            keep_alive,
+        },
+    );
+    tracing::info!(%addr, device = ?device, threads, "starting candlelight");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // The HTTP side is light; the cores belong to inference.
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        engine.spawn_reaper();
+        if let Some(model) = &args.preload {
+            let (_, took) = engine
+                .load(model, Some(engine::KeepAlive::Forever))
+                .await
+                .with_context(|| format!("preloading {model}"))?;
+            tracing::info!(model, seconds = took.as_secs_f64(), "preloaded");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (OLLAMA_HOST)"))?;
+        let state = candlelight::api::AppState { engine };
+        candlelight::api::serve(
+            listener,
+            state,
+            std::time::Duration::from_secs(args.shutdown_grace),
+        )
+        .await?;
+        Ok(())
+    })
 }

@@ -1,0 +1,67 @@
+//! One error type for the HTTP edge: Ollama's `{"error": "..."}` body with a status code.
+//! The OpenAI routes wrap the same error in OpenAI's shape (see `openai.rs`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::engine::EngineError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(model: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("model '{model}' not found"))
+    }
+
+    /// Maps an engine error for a request about `model`.
+    pub fn from_engine(model: &str, e: EngineError) -> Self {
+        match e {
+            EngineError::Store(StoreError::NotFound(_)) => Self::not_found(model),
+            EngineError::Store(e @ StoreError::NotDownloaded { .. }) => Self::new(
+                StatusCode::NOT_FOUND,
+                format!("model '{model}' not found: {e}"),
+            ),
+            EngineError::InvalidInput(_) | EngineError::ContextOverflow { .. } => {
+                Self::bad_request(e.to_string())
+            }
+            EngineError::Overloaded(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            other => {
+                tracing::error!(model, error = %other, "request failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

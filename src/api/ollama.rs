@@ -1,0 +1,790 @@
+//! `/api/*` exactly as Ollama does it: wire types, validation, and thin handlers that turn a
+//! request into an engine task and the engine's events into NDJSON or one JSON object.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::params::{json_body, keep_alive, now_rfc3339, rfc3339, Options};
+use super::{collect, first_event, AppState};
+use crate::engine::{
+    ChatMessage, ChatTemplate, EmbedTask, Event, GenerateTask, Generated, KeepAlive, Loaded,
+    ModelInfo, PromptInput,
+};
+use crate::store::LocalModel;
+
+/// Version reported by `/api/version`: clients gate features on Ollama versions, so we report
+/// the Ollama API level we implement, not our own crate version.
+pub const OLLAMA_API_VERSION: &str = "0.12.0";
+
+pub async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+pub async fn version() -> Json<Value> {
+    Json(json!({ "version": OLLAMA_API_VERSION }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request types
+
+/// Fields that generate and chat share.
+#[derive(Debug, Deserialize)]
+struct CommonBody {
+    #[serde(alias = "name")]
+    model: Option<String>,
+    options: Option<Map<String, Value>>,
+    stream: Option<bool>,
+    keep_alive: Option<Value>,
+    format: Option<Value>,
+    think: Option<Value>,
+    truncate: Option<bool>,
+    top_logprobs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateBody {
+    #[serde(flatten)]
+    common: CommonBody,
+    #[serde(default)]
+    prompt: String,
+    #[serde(default)]
+    suffix: String,
+    system: Option<String>,
+    template: Option<String>,
+    context: Option<Vec<u32>>,
+    #[serde(default)]
+    raw: bool,
+    #[serde(default)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    images: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    #[serde(flatten)]
+    common: CommonBody,
+    #[serde(default)]
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    tools: Vec<Value>,
+}
+
+/// What both generate and chat check before anything runs.
+struct Common {
+    model: String,
+    options: Options,
+    keep_alive: Option<KeepAlive>,
+    stream: bool,
+    truncate: bool,
+}
+
+fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
+    let model = b
+        .model
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    state
+        .engine
+        .store()
+        .resolve(&model)
+        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+    if b.top_logprobs.is_some_and(|n| !(0..=20).contains(&n)) {
+        return Err(ApiError::bad_request(
+            "top_logprobs must be between 0 and 20",
+        ));
+    }
+    match &b.think {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "\"{model}\" does not support thinking"
+            )))
+        }
+    }
+    check_format(b.format.as_ref())?;
+    Ok(Common {
+        options: Options::parse(b.options.as_ref().unwrap_or(&Map::new()))?,
+        keep_alive: keep_alive(b.keep_alive.as_ref())?,
+        stream: b.stream.unwrap_or(true),
+        truncate: b.truncate.unwrap_or(true),
+        model,
+    })
+}
+
+/// `null`/`""` mean no format. JSON mode and schemas arrive with constrained decoding.
+fn check_format(format: Option<&Value>) -> Result<(), ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        Some(Value::String(s)) if s == "json" => Err(ApiError::bad_request(
+            "format \"json\" is not supported by this server yet (constrained decoding is not \
+             built); omit format",
+        )),
+        Some(Value::Object(_)) => Err(ApiError::bad_request(
+            "structured outputs (a JSON Schema format) are not supported by this server yet; \
+             omit format",
+        )),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid format: {other}; expected \"json\" or a valid JSON Schema object"
+        ))),
+    }
+}
+
+fn task(c: &Common, input: PromptInput) -> GenerateTask {
+    GenerateTask {
+        input,
+        sampling: c.options.sampling(),
+        num_predict: c.options.max_tokens(),
+        num_ctx: c.options.num_ctx,
+        stop: c.options.stop.clone().unwrap_or_default(),
+        truncate: c.truncate,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/// Final metrics, omitted when zero as Ollama's `omitempty` does.
+#[derive(Debug, Default, Serialize)]
+struct Metrics {
+    #[serde(skip_serializing_if = "is_zero")]
+    total_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    load_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    prompt_eval_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    prompt_eval_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    eval_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    eval_duration: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn metrics(g: &Generated, load: Duration, started: Instant) -> Metrics {
+    let c = &g.completion;
+    Metrics {
+        total_duration: nanos(started.elapsed()),
+        load_duration: nanos(load),
+        prompt_eval_count: c.prompt_tokens as u64,
+        prompt_eval_duration: nanos(c.prompt_eval),
+        eval_count: c.tokens.len() as u64,
+        eval_duration: nanos(c.eval),
+    }
+}
+
+fn merge(mut base: Value, extra: impl Serialize) -> Value {
+    if let (Some(obj), Ok(Value::Object(more))) =
+        (base.as_object_mut(), serde_json::to_value(extra))
+    {
+        obj.extend(more);
+    }
+    base
+}
+
+fn load_reply(model: &str, ka: Option<KeepAlive>, chat: bool) -> Value {
+    let reason = if ka == Some(KeepAlive::For(Duration::ZERO)) {
+        "unload"
+    } else {
+        "load"
+    };
+    let mut v =
+        json!({"model": model, "created_at": now_rfc3339(), "done": true, "done_reason": reason});
+    if chat {
+        v["message"] = json!({"role": "assistant", "content": ""});
+    } else {
+        v["response"] = json!("");
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// /api/generate and /api/chat
+
+pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let b: GenerateBody = json_body(&body)?;
+    let c = common(&state, &b.common)?;
+    if b.raw && (b.template.is_some() || b.system.is_some() || b.context.is_some()) {
+        return Err(ApiError::bad_request(
+            "raw mode does not support template, system, or context",
+        ));
+    }
+    if !b.images.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support images",
+            c.model
+        )));
+    }
+    if !b.suffix.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support insert",
+            c.model
+        )));
+    }
+    if b.template.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad_request(
+            "custom prompt templates are not supported; send the prompt with raw: true instead",
+        ));
+    }
+    if b.prompt.is_empty() {
+        return load_or_unload(&state, &c, false).await;
+    }
+    let input = if b.raw {
+        PromptInput::Raw(b.prompt)
+    } else {
+        let mut messages = Vec::new();
+        if let Some(s) = b.system.filter(|s| !s.is_empty()) {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", b.prompt));
+        match b.context.filter(|c| !c.is_empty()) {
+            Some(context) => PromptInput::Continue { context, messages },
+            None => PromptInput::Chat(messages),
+        }
+    };
+    let raw = b.raw;
+    let t = task(&c, input);
+    let reply = Reply {
+        model: c.model.clone(),
+        started,
+        stream: c.stream,
+        kind: ReplyKind::Generate { raw },
+    };
+    run(&state, &c, t, reply).await
+}
+
+pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let b: ChatBody = json_body(&body)?;
+    let c = common(&state, &b.common)?;
+    if !b.tools.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support tools",
+            c.model
+        )));
+    }
+    if b.messages
+        .iter()
+        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support images",
+            c.model
+        )));
+    }
+    if b.messages.is_empty() {
+        return load_or_unload(&state, &c, true).await;
+    }
+    let messages = b
+        .messages
+        .into_iter()
+        .map(|m| ChatMessage::new(&m.role, m.content))
+        .collect();
+    let t = task(&c, PromptInput::Chat(messages));
+    let reply = Reply {
+        model: c.model.clone(),
+        started,
+        stream: c.stream,
+        kind: ReplyKind::Chat,
+    };
+    run(&state, &c, t, reply).await
+}
+
+async fn load_or_unload(state: &AppState, c: &Common, chat: bool) -> Result<Response, ApiError> {
+    let e = &state.engine;
+    if c.keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
+        e.unload(&c.model).await;
+    } else {
+        e.load(&c.model, c.keep_alive)
+            .await
+            .map_err(|err| ApiError::from_engine(&c.model, err))?;
+    }
+    Ok(Json(load_reply(&c.model, c.keep_alive, chat)).into_response())
+}
+
+/// How to shape the reply of one generate/chat request.
+struct Reply {
+    model: String,
+    started: Instant,
+    stream: bool,
+    kind: ReplyKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReplyKind {
+    Generate { raw: bool },
+    Chat,
+}
+
+impl Reply {
+    fn chunk(&self, text: &str) -> Value {
+        let mut v = json!({"model": self.model, "created_at": now_rfc3339()});
+        match self.kind {
+            ReplyKind::Generate { .. } => v["response"] = json!(text),
+            ReplyKind::Chat => v["message"] = json!({"role": "assistant", "content": text}),
+        }
+        v["done"] = json!(false);
+        v
+    }
+
+    fn last(&self, text: &str, g: &Generated, load: Duration) -> Value {
+        let mut v = self.chunk(text);
+        v["done"] = json!(true);
+        v["done_reason"] = json!(g.completion.finish.as_str());
+        if let ReplyKind::Generate { raw: false } = self.kind {
+            v["context"] = json!(g.context);
+        }
+        merge(v, metrics(g, load, self.started))
+    }
+}
+
+async fn run(
+    state: &AppState,
+    c: &Common,
+    t: GenerateTask,
+    reply: Reply,
+) -> Result<Response, ApiError> {
+    let mut sub = state
+        .engine
+        .generate(&c.model, t, c.keep_alive)
+        .await
+        .map_err(|e| ApiError::from_engine(&c.model, e))?;
+    // The prompt is evaluated before the first event, so errors about it still get a status.
+    let first = first_event(&c.model, &mut sub.events).await?;
+    let load = sub.load_duration;
+    if reply.stream {
+        let lines = move |ev: Event| -> Value {
+            match ev {
+                Event::Text(t) => reply.chunk(&t),
+                Event::Done(g) => reply.last("", &g, load),
+                Event::Error(e) => json!({"error": e.to_string()}),
+                Event::Embeddings { .. } => json!({"error": "unexpected embeddings"}),
+            }
+        };
+        return Ok(super::ndjson(first, sub.events, lines));
+    }
+    let (text, done) = collect(&c.model, first, &mut sub.events).await?;
+    Ok(Json(reply.last(&text, &done, load)).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model information
+
+fn parameter_size(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0}M", n / 1e6)
+    } else {
+        format!("{:.0}K", n / 1e3)
+    }
+}
+
+fn details(info: &ModelInfo) -> Value {
+    let family = info
+        .metadata
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("llama")
+        .to_owned();
+    json!({
+        "parent_model": "",
+        "format": info.format,
+        "family": family,
+        "families": [family],
+        "parameter_size": parameter_size(info.parameter_count),
+        "quantization_level": info.quantization,
+    })
+}
+
+fn inspect(path: &std::path::Path, model: &str) -> Result<ModelInfo, ApiError> {
+    crate::engine::inspect(path).map_err(|e| ApiError::from_engine(model, e))
+}
+
+fn tag_entry(state: &AppState, m: &LocalModel) -> Option<Value> {
+    let info = crate::engine::inspect(&m.path).ok()?;
+    let digest = state.engine.store().digest(m).ok()?;
+    Some(json!({
+        "name": m.name,
+        "model": m.name,
+        "modified_at": rfc3339(m.modified),
+        "size": m.size,
+        "digest": digest,
+        "details": details(&info),
+    }))
+}
+
+pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let st = state.clone();
+    let models = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let list = st
+            .engine
+            .store()
+            .list()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok(list.iter().filter_map(|m| tag_entry(&st, m)).collect())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(json!({ "models": models })))
+}
+
+/// The model's template in Ollama's Go-template notation (what `/api/show` reports).
+fn go_template(t: &ChatTemplate) -> &'static str {
+    match t {
+        ChatTemplate::ChatMl { .. } => {
+            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+        }
+        ChatTemplate::Llama3 => {
+            "<|begin_of_text|>{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        }
+        ChatTemplate::Plain => "{{ .Prompt }}",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ShowBody {
+    #[serde(alias = "name")]
+    model: Option<String>,
+}
+
+pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let b: ShowBody = json_body(&body)?;
+    let model = b
+        .model
+        .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    let resolved = state
+        .engine
+        .store()
+        .resolve(&model)
+        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+    let path = resolved.path.clone();
+    let name = model.clone();
+    let (info, template, stops) = tokio::task::spawn_blocking(move || {
+        let info = inspect(&path, &name)?;
+        // Template and stop tokens need the tokenizer, which GGUF metadata holds.
+        let tok = match info.format {
+            "gguf" => crate::engine::Tokenizer::from_gguf(
+                &candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(
+                    std::fs::File::open(&path).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?,
+                ))
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+            ),
+            _ => crate::engine::Tokenizer::from_hf_dir(&path),
+        }
+        .map_err(|e| ApiError::from_engine(&name, e))?;
+        let template = ChatTemplate::detect(info.chat_template.as_deref(), &tok);
+        let stops: Vec<String> = template
+            .stop_tokens(&tok)
+            .iter()
+            .map(|id| tok.decode(&[*id]))
+            .collect();
+        Ok::<_, ApiError>((info, template, stops))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let mut model_info: Map<String, Value> = info.metadata.clone().into_iter().collect();
+    model_info.insert(
+        "general.parameter_count".into(),
+        json!(info.parameter_count),
+    );
+    let parameters = stops
+        .iter()
+        .map(|s| format!("stop {}", serde_json::to_string(s).unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let template_text = go_template(&template);
+    let modified = std::fs::metadata(&resolved.path)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut out = json!({
+        "modelfile": format!("# Modelfile generated by candlelight\nFROM {}\nTEMPLATE \"\"\"{}\"\"\"\n{}\n",
+            resolved.path.display(), template_text, parameters),
+        "parameters": parameters,
+        "template": template_text,
+        "details": details(&info),
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": rfc3339(modified),
+    });
+    if let ChatTemplate::ChatMl {
+        default_system: Some(s),
+    } = &template
+    {
+        out["system"] = json!(s);
+    }
+    Ok(Json(out))
+}
+
+fn ps_entry(state: &AppState, m: &Loaded) -> Value {
+    let size = m.size_bytes(state.engine.options().num_ctx);
+    // Far future for "forever", as Ollama reports it.
+    let expires = m
+        .expires_at()
+        .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(10_975_683_600));
+    let digest = state
+        .engine
+        .store()
+        .list()
+        .ok()
+        .and_then(|l| l.into_iter().find(|x| x.path == m.info.path))
+        .and_then(|x| state.engine.store().digest(&x).ok())
+        .unwrap_or_default();
+    json!({
+        "name": m.name,
+        "model": m.name,
+        "size": size,
+        "digest": digest,
+        "details": details(&m.info),
+        "expires_at": rfc3339(expires),
+        "size_vram": if m.on_gpu { size } else { 0 },
+        "context_length": state.engine.options().num_ctx.min(m.config.max_positions),
+    })
+}
+
+pub async fn ps(State(state): State<AppState>) -> Json<Value> {
+    let running = state.engine.running().await;
+    let st = state.clone();
+    let models = tokio::task::spawn_blocking(move || {
+        running.iter().map(|m| ps_entry(&st, m)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    Json(json!({ "models": models }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings
+
+#[derive(Debug, Deserialize)]
+struct EmbedBody {
+    model: Option<String>,
+    input: Option<Value>,
+    truncate: Option<bool>,
+    dimensions: Option<usize>,
+    options: Option<Map<String, Value>>,
+    keep_alive: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyEmbedBody {
+    model: Option<String>,
+    #[serde(default)]
+    prompt: String,
+    options: Option<Map<String, Value>>,
+    keep_alive: Option<Value>,
+}
+
+/// Runs an embedding task; returns vectors, prompt tokens and load time.
+pub(super) async fn embed_texts(
+    state: &AppState,
+    model: &str,
+    inputs: Vec<String>,
+    truncate: bool,
+    dimensions: Option<usize>,
+    options: Option<&Map<String, Value>>,
+    ka: Option<&Value>,
+) -> Result<(Vec<Vec<f32>>, usize, Duration), ApiError> {
+    let options = Options::parse(options.unwrap_or(&Map::new()))?;
+    let ka = keep_alive(ka)?;
+    let task = EmbedTask {
+        inputs,
+        truncate,
+        dimensions,
+        num_ctx: options.num_ctx,
+    };
+    let mut sub = state
+        .engine
+        .embed(model, task, ka)
+        .await
+        .map_err(|e| ApiError::from_engine(model, e))?;
+    match first_event(model, &mut sub.events).await? {
+        Event::Embeddings {
+            vectors,
+            prompt_tokens,
+        } => Ok((vectors, prompt_tokens, sub.load_duration)),
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected reply",
+        )),
+    }
+}
+
+pub async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let b: EmbedBody = json_body(&body)?;
+    let model = b
+        .model
+        .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    let inputs = match b.input {
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(ApiError::bad_request("invalid input type")),
+            })
+            .collect::<Result<_, _>>()?,
+        None | Some(Value::Null) => vec![],
+        Some(_) => return Err(ApiError::bad_request("invalid input type")),
+    };
+    if inputs.is_empty() {
+        state
+            .engine
+            .load(&model, keep_alive(b.keep_alive.as_ref())?)
+            .await
+            .map_err(|e| ApiError::from_engine(&model, e))?;
+        return Ok(Json(json!({"model": model, "embeddings": []})));
+    }
+    let (vectors, tokens, load) = embed_texts(
+        &state,
+        &model,
+        inputs,
+        b.truncate.unwrap_or(true),
+        b.dimensions,
+        b.options.as_ref(),
+        b.keep_alive.as_ref(),
+    )
+    .await?;
+    Ok(Json(json!({
+        "model": model,
+        "embeddings": vectors,
+        "total_duration": nanos(started.elapsed()),
+        "load_duration": nanos(load),
+        "prompt_eval_count": tokens,
+    })))
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: LegacyEmbedBody = json_body(&body)?;
+    let model = b
+        .model
+        .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    if b.prompt.is_empty() {
+        return Ok(Json(json!({"embedding": []})));
+    }
+    let (mut vectors, _, _) = embed_texts(
+        &state,
+        &model,
+        vec![b.prompt],
+        true,
+        None,
+        b.options.as_ref(),
+        b.keep_alive.as_ref(),
+    )
+    .await?;
+    Ok(Json(
+        json!({"embedding": vectors.pop().unwrap_or_default()}),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model management
+
+#[derive(Debug, Deserialize)]
+struct CopyBody {
+    source: Option<String>,
+    destination: Option<String>,
+}
+
+pub async fn copy(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let b: CopyBody = json_body(&body)?;
+    let (Some(src), Some(dst)) = (b.source, b.destination) else {
+        return Err(ApiError::bad_request("source and destination are required"));
+    };
+    state.engine.store().copy(&src, &dst).map_err(|e| match e {
+        crate::store::StoreError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("model \"{src}\" not found"))
+        }
+        crate::store::StoreError::BadName(_) => ApiError::bad_request(e.to_string()),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    Ok(StatusCode::OK)
+}
+
+pub async fn delete(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let b: ShowBody = json_body(&body)?;
+    let model = b
+        .model
+        .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    state.engine.unload(&model).await;
+    state.engine.store().delete(&model).map_err(|e| match e {
+        crate::store::StoreError::NotFound(_) => ApiError::not_found(&model),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+struct PullBody {
+    #[serde(alias = "name")]
+    model: Option<String>,
+    stream: Option<bool>,
+}
+
+/// Models already present succeed at once; downloading needs the model hub, which this server
+/// does not reach yet, so anything else fails with a message that says how to get the file.
+pub async fn pull(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: PullBody = json_body(&body)?;
+    let model = b
+        .model
+        .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    match state.engine.store().resolve(&model) {
+        Ok(_) => {
+            let steps = [
+                json!({"status": "pulling manifest"}),
+                json!({"status": "success"}),
+            ];
+            if b.stream.unwrap_or(true) {
+                let body: String = steps.iter().map(|s| format!("{s}\n")).collect();
+                Ok((
+                    [(header::CONTENT_TYPE, "application/x-ndjson")],
+                    Body::from(body),
+                )
+                    .into_response())
+            } else {
+                Ok(Json(json!({"status": "success"})).into_response())
+            }
+        }
+        Err(crate::store::StoreError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "pull model manifest: file does not exist",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("downloading models is not available on this server: {e}"),
+        )),
+    }
+}
