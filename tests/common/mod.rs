@@ -55,3 +55,71 @@ pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// A real `candlelight serve` on a free loopback port, with its own models folder that holds
+/// the test model (a symlink), so tests may copy and delete names freely. Killed on drop.
+pub struct Server {
+    pub url: String,
+    pub child: std::process::Child,
+    pub models_dir: tempfile::TempDir,
+    pub log: std::sync::Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(extra_args: &[&str]) -> Server {
+        let models_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(models_dir.path().join("cache")).unwrap();
+        std::os::unix::fs::symlink(
+            test_model_path(),
+            models_dir.path().join("cache").join(TEST_MODEL_FILE),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
+            .arg("serve")
+            .args(["--host", "127.0.0.1:0", "--device", "cpu", "--threads", "2"])
+            .args(extra_args)
+            .env("CANDLELIGHT_MODELS_DIR", models_dir.path())
+            .env("OLLAMA_MODELS", models_dir.path().join("no-ollama"))
+            .env("RUST_LOG", "candlelight=info")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        Server {
+            url: format!("http://{addr}"),
+            child,
+            models_dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

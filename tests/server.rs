@@ -1,0 +1,557 @@
+//! `candlelight serve` on loopback with the real model, driven over HTTP: real third-party
+//! clients (official ollama Python and npm packages, openai Python package) and every error
+//! path with its status and body.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+const MODEL: &str = "smollm2:135m";
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}{path}", s.url))
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn run_client(cmd: &str, script: &str, s: &Server) {
+    let root = common::repo_root();
+    let out = Command::new(cmd)
+        .arg(root.join("tests/clients").join(script))
+        .args([&s.url, MODEL])
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} not runnable ({e}): run scripts/test-deps"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed (run scripts/test-deps if a module is missing):\n{stdout}\n{stderr}\nserver log:\n{}",
+        s.log()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn official_clients_work_against_the_server() {
+    let _one = common::serial();
+    let s = Server::start(&["--preload", MODEL]);
+    run_client("python3", "ollama_py_check.py", &s);
+    run_client("python3", "openai_py_check.py", &s);
+    run_client("node", "ollama_npm_check.mjs", &s);
+}
+
+#[test]
+fn error_paths_have_ollama_status_and_body() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let c = client();
+    let raw = |path: &str, body: &'static str| {
+        let r = c
+            .post(format!("{}{path}", s.url))
+            .body(body)
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(
+        raw("/api/generate", ""),
+        (400, json!({"error": "missing request body"}))
+    );
+    let (st, body) = raw("/api/chat", "{not json");
+    assert_eq!(st, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid"),
+        "{body}"
+    );
+
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "/api/generate",
+            json!({"prompt": "hi"}),
+            400,
+            "model is required",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "nosuch:7b", "prompt": "hi"}),
+            404,
+            "model 'nosuch:7b' not found",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "nosuch", "messages": []}),
+            404,
+            "model 'nosuch' not found",
+        ),
+        (
+            "/api/show",
+            json!({"model": "nosuch"}),
+            404,
+            "model 'nosuch' not found",
+        ),
+        (
+            "/api/embed",
+            json!({"model": "nosuch", "input": "x"}),
+            404,
+            "model 'nosuch' not found",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "options": {"num_ctx": "big"}}),
+            400,
+            "option \"num_ctx\" must be of type integer",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "options": {"temperature": "hot"}}),
+            400,
+            "option \"temperature\" must be of type float",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "think": true}),
+            400,
+            "\"smollm2:135m\" does not support thinking",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "format": "xml"}),
+            400,
+            "invalid format",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "format": "json"}),
+            400,
+            "not supported",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "raw": true, "system": "s"}),
+            400,
+            "raw mode does not support template, system, or context",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "keep_alive": true}),
+            400,
+            "Unsupported type",
+        ),
+        (
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "top_logprobs": 21}),
+            400,
+            "top_logprobs must be between 0 and 20",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi", "images": ["AAAA"]}]}),
+            400,
+            "does not support images",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            400,
+            "does not support tools",
+        ),
+        (
+            "/api/embed",
+            json!({"model": MODEL, "input": 5}),
+            400,
+            "invalid input type",
+        ),
+        (
+            "/api/copy",
+            json!({"source": "nosuch", "destination": "x"}),
+            404,
+            "model \"nosuch\" not found",
+        ),
+        (
+            "/api/pull",
+            json!({"model": "nosuch:1b"}),
+            404,
+            "file does not exist",
+        ),
+    ];
+    for (path, body, status, msg) in cases {
+        let (st, got) = post(&s, path, body.clone());
+        assert_eq!(st, status, "{path} {body} -> {got}");
+        let err = got["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {got}"));
+        assert!(err.contains(msg), "{path} {body}: {err:?} lacks {msg:?}");
+    }
+    let r = c
+        .delete(format!("{}/api/delete", s.url))
+        .json(&json!({"model": "nosuch"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // OpenAI routes answer in OpenAI's error shape.
+    let (st, got) = post(
+        &s,
+        "/v1/chat/completions",
+        json!({"model": "nosuch", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(st, 404);
+    assert_eq!(got["error"]["type"], "not_found_error");
+    assert!(got["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not found"));
+
+    // Oversized bodies are refused from their Content-Length, before being read.
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(s.url.trim_start_matches("http://")).unwrap();
+        write!(
+            tcp,
+            "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                     Content-Length: 40000000\r\nConnection: close\r\n\r\n{{"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 413");
+    }
+
+    // Unknown keys in options are ignored, not fatal.
+    let (st, got) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "hi", "stream": false,
+        "options": {"num_predict": 2, "mirostat": 2}}),
+    );
+    assert_eq!(st, 200, "{got}");
+    assert!(s.log().contains("invalid option provided"), "{}", s.log());
+}
+
+#[test]
+fn liveness_version_streaming_and_final_fields() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let c = client();
+    let r = c.get(&s.url).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().unwrap(), "Ollama is running");
+    assert_eq!(c.head(&s.url).send().unwrap().status().as_u16(), 200);
+    let v: Value = c
+        .get(format!("{}/api/version", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(v["version"].is_string());
+
+    let r = c
+        .post(format!("{}/api/generate", s.url))
+        .json(&json!({"model": MODEL, "prompt": "Why is the sky blue?", "options": {"temperature": 0, "num_predict": 8}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = BufReader::new(r)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert!(lines[..lines.len() - 1]
+        .iter()
+        .all(|l| l["done"] == false && l["response"].is_string()));
+    assert_eq!(last["done"], true);
+    assert_eq!(last["done_reason"], "length");
+    assert_eq!(last["eval_count"], 8);
+    for k in [
+        "total_duration",
+        "load_duration",
+        "prompt_eval_duration",
+        "eval_duration",
+        "prompt_eval_count",
+    ] {
+        assert!(last[k].as_u64().unwrap() > 0, "{k} in {last}");
+    }
+    // Nanoseconds: 8 tokens take far more than 8000 ns, far less than an hour.
+    assert!(last["eval_duration"].as_u64().unwrap() > 1_000_000);
+    assert!(last["total_duration"].as_u64().unwrap() >= last["eval_duration"].as_u64().unwrap());
+    let created = last["created_at"].as_str().unwrap();
+    assert!(created.ends_with('Z') && created.contains('T'), "{created}");
+
+    let r = c
+        .post(format!("{}/api/chat", s.url))
+        .json(&json!({"model": MODEL, "stream": false, "messages": [{"role": "user", "content": "Hi"}],
+                      "options": {"num_predict": 4}}))
+        .send()
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["message"]["role"], "assistant");
+    assert!(v.get("context").is_none(), "chat has no context");
+}
+
+#[test]
+fn context_continues_a_conversation_and_load_unload_work() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let (st, first) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "My name is Ada.",
+        "stream": false, "options": {"temperature": 0, "num_predict": 6}}),
+    );
+    assert_eq!(st, 200, "{first}");
+    let context = first["context"].as_array().unwrap().clone();
+    assert!(context.len() > first["prompt_eval_count"].as_u64().unwrap() as usize);
+    let (st, second) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "What is my name?",
+        "context": context, "stream": false, "options": {"temperature": 0, "num_predict": 6}}),
+    );
+    assert_eq!(st, 200);
+    let ctx2 = second["context"].as_array().unwrap();
+    assert!(
+        ctx2.starts_with(&context),
+        "the new context extends the old one"
+    );
+    // Raw mode returns no context.
+    let (_, raw) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "The sky is", "raw": true,
+        "stream": false, "options": {"num_predict": 3}}),
+    );
+    assert!(raw.get("context").is_none(), "{raw}");
+
+    // Empty prompt loads; keep_alive 0 unloads.
+    let (_, v) = post(&s, "/api/generate", json!({"model": MODEL}));
+    assert_eq!(
+        (v["done"].clone(), v["done_reason"].clone()),
+        (json!(true), json!("load"))
+    );
+    let ps: Value = client()
+        .get(format!("{}/api/ps", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ps["models"][0]["name"], MODEL);
+    assert_eq!(ps["models"][0]["size_vram"], 0);
+    let (_, v) = post(
+        &s,
+        "/api/chat",
+        json!({"model": MODEL, "messages": [], "keep_alive": 0}),
+    );
+    assert_eq!(v["done_reason"], "unload");
+    assert_eq!(v["message"]["content"], "");
+    let ps: Value = client()
+        .get(format!("{}/api/ps", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ps["models"], json!([]));
+
+    // keep_alive 0 on a real request unloads right after it.
+    post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "hi", "keep_alive": 0, "stream": false,
+        "options": {"num_predict": 1}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps: Value = client()
+            .get(format!("{}/api/ps", s.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if ps["models"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "model not unloaded: {ps}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn over_long_prompts_keep_the_instructions() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let doc = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(60);
+    let body = |truncate: Option<bool>| {
+        let mut b = json!({"model": MODEL, "stream": false, "options": {"num_ctx": 256, "num_predict": 4},
+            "messages": [{"role": "system", "content": "INSTRUCTIONS: answer with one word."},
+                         {"role": "user", "content": format!("START {doc} END")}]});
+        if let Some(t) = truncate {
+            b["truncate"] = json!(t);
+        }
+        b
+    };
+    let (st, v) = post(&s, "/api/chat", body(Some(false)));
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("num_ctx"), "{v}");
+    let (st, v) = post(&s, "/api/chat", body(None));
+    assert_eq!(st, 200, "{v}");
+    assert!(v["prompt_eval_count"].as_u64().unwrap() <= 256);
+    assert!(
+        s.log()
+            .contains("cut the middle of the longest user message"),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn copy_and_delete_names() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    assert_eq!(
+        post(
+            &s,
+            "/api/copy",
+            json!({"source": MODEL, "destination": "mine:v1"})
+        )
+        .0,
+        200
+    );
+    let tags: Value = client()
+        .get(format!("{}/api/tags", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        tags["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "mine:v1"),
+        "{tags}"
+    );
+    let (st, v) = post(
+        &s,
+        "/api/generate",
+        json!({"model": "mine:v1", "prompt": "hi", "stream": false,
+        "options": {"num_predict": 1}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let r = client()
+        .delete(format!("{}/api/delete", s.url))
+        .json(&json!({"model": "mine:v1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(post(&s, "/api/show", json!({"model": "mine:v1"})).0, 404);
+    assert_eq!(
+        post(&s, "/api/show", json!({"model": MODEL})).0,
+        200,
+        "the original stays"
+    );
+}
+
+/// Starts a long streamed generation and returns its line reader after the first chunk.
+fn long_stream(s: &Server) -> BufReader<reqwest::blocking::Response> {
+    let r = client()
+        .post(format!("{}/api/generate", s.url))
+        .json(
+            &json!({"model": MODEL, "prompt": "Write a very long story about a lighthouse keeper.",
+                      "options": {"num_predict": 3000, "temperature": 0.8}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut reader = BufReader::new(r);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("\"done\":false"), "{line}");
+    reader
+}
+
+#[test]
+fn full_queue_is_503_and_a_client_leaving_frees_its_slot() {
+    let _one = common::serial();
+    let s = Server::start(&["--max-queue", "1"]);
+    let stream = long_stream(&s);
+    let (st, v) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "hi", "stream": false}),
+    );
+    assert_eq!(st, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("busy"), "{v}");
+    // The client goes away mid-stream: generation stops and the slot frees up, long before
+    // 3000 tokens could have been generated.
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, v) = post(
+            &s,
+            "/api/generate",
+            json!({"model": MODEL, "prompt": "hi", "stream": false,
+            "options": {"num_predict": 1}}),
+        );
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 503, "{v}");
+        assert!(Instant::now() < deadline, "generation was not cancelled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_lets_the_running_stream_finish() {
+    let _one = common::serial();
+    let mut s = Server::start(&[]);
+    let r = client()
+        .post(format!("{}/api/generate", s.url))
+        .json(
+            &json!({"model": MODEL, "prompt": "Count to twenty.", "options": {"num_predict": 40}}),
+        )
+        .send()
+        .unwrap();
+    let mut reader = BufReader::new(r);
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<Value> = reader
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let last = rest.last().expect("stream continued");
+    assert_eq!(last["done"], true, "{last}");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", s.log());
+    assert!(s.log().contains("shutting down"), "{}", s.log());
+}
