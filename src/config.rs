@@ -146,10 +146,10 @@ pub fn parse_host(host: &str) -> Result<std::net::SocketAddr, String> {
         .trim_end_matches('/');
     let with_port = if h.is_empty() {
         "127.0.0.1:11434".to_owned()
-    } else if let Some(port) = h.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
     } else if h.parse::<std::net::IpAddr>().is_ok() && h.contains(':') {
         format!("[{h}]:11434")
+    } else if let Some(port) = h.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
     } else if h
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
