@@ -141,9 +141,9 @@ fn error_paths_have_ollama_status_and_body() {
         ),
         (
             "/api/generate",
-            json!({"model": MODEL, "prompt": "hi", "format": "json"}),
+            json!({"model": MODEL, "prompt": "hi", "format": {"type": "string", "pattern": "(?<=a)b"}}),
             400,
-            "not supported",
+            "invalid JSON schema",
         ),
         (
             "/api/generate",

@@ -15,8 +15,8 @@ use super::error::ApiError;
 use super::params::{json_body, keep_alive, now_rfc3339, rfc3339, Options};
 use super::{collect, first_event, AppState};
 use crate::engine::{
-    ChatMessage, ChatTemplate, EmbedTask, Event, GenerateTask, Generated, KeepAlive, Loaded,
-    ModelInfo, PromptInput,
+    ChatMessage, ChatTemplate, EmbedTask, Event, Format, GenerateTask, Generated, KeepAlive,
+    Loaded, ModelInfo, PromptInput,
 };
 use crate::store::LocalModel;
 
@@ -88,6 +88,7 @@ struct ChatBody {
 /// What both generate and chat check before anything runs.
 struct Common {
     model: String,
+    format: Option<Format>,
     options: Options,
     keep_alive: Option<KeepAlive>,
     stream: bool,
@@ -118,8 +119,9 @@ fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
             )))
         }
     }
-    check_format(b.format.as_ref())?;
+    let format = parse_format(b.format.as_ref())?;
     Ok(Common {
+        format,
         options: Options::parse(b.options.as_ref().unwrap_or(&Map::new()))?,
         keep_alive: keep_alive(b.keep_alive.as_ref())?,
         stream: b.stream.unwrap_or(true),
@@ -128,19 +130,13 @@ fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
     })
 }
 
-/// `null`/`""` mean no format. JSON mode and schemas arrive with constrained decoding.
-fn check_format(format: Option<&Value>) -> Result<(), ApiError> {
+/// `null`/`""` mean no format; `"json"` any JSON object; an object is a JSON Schema.
+fn parse_format(format: Option<&Value>) -> Result<Option<Format>, ApiError> {
     match format {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(Value::String(s)) if s == "json" => Err(ApiError::bad_request(
-            "format \"json\" is not supported by this server yet (constrained decoding is not \
-             built); omit format",
-        )),
-        Some(Value::Object(_)) => Err(ApiError::bad_request(
-            "structured outputs (a JSON Schema format) are not supported by this server yet; \
-             omit format",
-        )),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(Format::JsonObject)),
+        Some(Value::Object(_)) => Ok(Some(Format::Schema(format.cloned().unwrap_or_default()))),
         Some(other) => Err(ApiError::bad_request(format!(
             "invalid format: {other}; expected \"json\" or a valid JSON Schema object"
         ))),
@@ -155,6 +151,7 @@ fn task(c: &Common, input: PromptInput) -> GenerateTask {
         num_ctx: c.options.num_ctx,
         stop: c.options.stop.clone().unwrap_or_default(),
         truncate: c.truncate,
+        format: c.format.clone(),
     }
 }
 

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::ollama::embed_texts;
 use super::params::{json_body, Options};
 use super::{collect, event_stream, first_event, AppState};
-use crate::engine::{ChatMessage, Event, GenerateTask, Generated, PromptInput};
+use crate::engine::{ChatMessage, Event, Format, GenerateTask, Generated, PromptInput};
 
 /// An [`ApiError`] in OpenAI's `{"error": {"message", "type", ...}}` shape.
 pub struct OpenAiError(ApiError);
@@ -157,15 +157,27 @@ fn check(state: &AppState, s: &Sampling) -> Result<String, ApiError> {
             "\"{model}\" does not support tools"
         )));
     }
-    match s.response_format.as_ref().and_then(|f| f["type"].as_str()) {
-        None | Some("text") => {}
-        Some(t) => {
-            return Err(ApiError::bad_request(format!(
-                "response_format {t} is not supported by this server yet"
-            )))
-        }
-    }
     Ok(model)
+}
+
+/// OpenAI `response_format`: `text`, `json_object`, or `json_schema` with a `schema`.
+fn response_format(s: &Sampling) -> Result<Option<Format>, ApiError> {
+    let Some(f) = &s.response_format else {
+        return Ok(None);
+    };
+    match f["type"].as_str() {
+        None | Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Format::JsonObject)),
+        Some("json_schema") => match f["json_schema"].get("schema") {
+            Some(schema) if schema.is_object() => Ok(Some(Format::Schema(schema.clone()))),
+            _ => Err(ApiError::bad_request(
+                "response_format json_schema needs json_schema.schema",
+            )),
+        },
+        Some(t) => Err(ApiError::bad_request(format!(
+            "invalid response_format type: {t}"
+        ))),
+    }
 }
 
 fn usage(g: &Generated) -> Value {
@@ -210,6 +222,7 @@ impl Shape {
 async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> OaResult<Response> {
     let model = check(&state, &s)?;
     let o = options(&s)?;
+    let format = response_format(&s)?;
     let task = GenerateTask {
         input,
         sampling: o.sampling(),
@@ -217,6 +230,7 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
         num_ctx: None,
         stop: o.stop.clone().unwrap_or_default(),
         truncate: true,
+        format,
     };
     let mut sub = state
         .engine

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::constraint::Constraint;
 use super::kv_cache::KvCache;
 use super::model::LoadedModel;
 use super::sampler::{Sampler, SamplingParams};
@@ -51,6 +52,16 @@ pub struct Completion {
     pub finish: FinishReason,
     pub prompt_eval: Duration,
     pub eval: Duration,
+    /// Grammar statistics when the output was constrained.
+    pub constraint: Option<ConstraintStats>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConstraintStats {
+    /// Tokens appended because the grammar allowed nothing else.
+    pub forced: usize,
+    /// Time of each full mask computation (only when a sampled token was rejected).
+    pub mask_times: Vec<Duration>,
 }
 
 /// One sequence's state: its KV cache and the tokens that cache holds.
@@ -168,6 +179,57 @@ pub fn generate(
     req: &GenerateRequest,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Completion, EngineError> {
+    generate_constrained(lm, session, req, None, on_text)
+}
+
+/// Decoded text so far, with stop strings and UTF-8 boundaries handled.
+struct Output<'a> {
+    utf8: Utf8Stream,
+    stops: StopStrings,
+    text: String,
+    on_text: &'a mut dyn FnMut(&str) -> bool,
+}
+
+impl Output<'_> {
+    /// Adds one token's bytes; `Some(reason)` when generation must end.
+    fn push(&mut self, bytes: &[u8]) -> Option<FinishReason> {
+        let piece = self.utf8.push(bytes);
+        let (out, hit) = self.stops.push(&piece);
+        if !self.emit(&out) {
+            return Some(FinishReason::Cancelled);
+        }
+        hit.then_some(FinishReason::Stop)
+    }
+
+    fn emit(&mut self, piece: &str) -> bool {
+        if piece.is_empty() {
+            return true;
+        }
+        self.text.push_str(piece);
+        (self.on_text)(piece)
+    }
+
+    /// Flushes held-back text when generation ended for a reason other than a stop.
+    fn flush(&mut self) {
+        let rest = self.utf8.finish();
+        let (mut out, _) = self.stops.push(&rest);
+        out.push_str(&self.stops.finish());
+        self.emit(&out);
+    }
+}
+
+/// [`generate`], with every token checked against `constraint` when one is given: tokens the
+/// grammar forces are appended without sampling and evaluated in one batched forward pass;
+/// otherwise a token is sampled from the plain logits and the (costly) mask is computed only
+/// when the grammar rejects it. Resampling from the masked logits after a rejection draws from
+/// exactly the masked distribution, so the shortcut changes speed, not results.
+pub fn generate_constrained(
+    lm: &LoadedModel,
+    session: &mut Session,
+    req: &GenerateRequest,
+    mut constraint: Option<&mut Constraint>,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Completion, EngineError> {
     if req.prompt.is_empty() {
         return Err(EngineError::InvalidInput("the prompt is empty".into()));
     }
@@ -186,58 +248,79 @@ pub fn generate(
     let prompt_eval = start.elapsed();
 
     let mut sampler = Sampler::new(req.sampling.clone());
-    let mut utf8 = Utf8Stream::default();
-    let mut stops = StopStrings::new(&req.stop_strings);
-    let mut text = String::new();
+    let mut out = Output {
+        utf8: Utf8Stream::default(),
+        stops: StopStrings::new(&req.stop_strings),
+        text: String::new(),
+        on_text,
+    };
     let mut generated = Vec::new();
+    let mut stats = ConstraintStats::default();
     let limit = req.max_tokens.unwrap_or(usize::MAX);
     let decode_start = Instant::now();
-    let mut emit = |piece: &str, text: &mut String| -> bool {
-        if piece.is_empty() {
-            return true;
-        }
-        text.push_str(piece);
-        on_text(piece)
-    };
 
-    let finish = loop {
+    let finish = 'decode: loop {
         if generated.len() >= limit {
             break FinishReason::Length;
         }
-        let mut l = logits.to_vec1::<f32>()?;
-        let token = sampler.sample(&mut l, &session.tokens);
-        if req.stop_tokens.contains(&token) {
-            break FinishReason::Stop;
+        let mut step: Vec<u32> = Vec::new();
+        if let Some(c) = constraint.as_deref_mut() {
+            if c.is_finished() {
+                break FinishReason::Stop;
+            }
+            step = c.forced_tokens();
+            step.truncate(limit - generated.len());
+            stats.forced += step.len();
         }
-        generated.push(token);
-        let piece = utf8.push(lm.tokenizer.token_bytes(token));
-        let (out, hit) = stops.push(&piece);
-        if !emit(&out, &mut text) {
-            break FinishReason::Cancelled;
+        if step.is_empty() {
+            let mut l = logits.to_vec1::<f32>()?;
+            let token = match constraint.as_deref_mut() {
+                None => sampler.sample(&mut l, &session.tokens),
+                Some(c) => {
+                    let first = sampler.sample(&mut l.clone(), &session.tokens);
+                    if c.allows(first) {
+                        first
+                    } else {
+                        let t = Instant::now();
+                        c.mask(&mut l)?;
+                        stats.mask_times.push(t.elapsed());
+                        sampler.sample(&mut l, &session.tokens)
+                    }
+                }
+            };
+            step.push(token);
         }
-        if hit {
-            break FinishReason::Stop;
+        if let Some(c) = constraint.as_deref_mut() {
+            let body: Vec<u32> = step.iter().copied().filter(|t| *t != c.eos()).collect();
+            c.consume(&body)?;
         }
-        if session.cache.len() + 1 > capacity || generated.len() >= limit {
+        for &token in &step {
+            if req.stop_tokens.contains(&token) {
+                break 'decode FinishReason::Stop;
+            }
+            generated.push(token);
+            if let Some(reason) = out.push(lm.tokenizer.token_bytes(token)) {
+                break 'decode reason;
+            }
+        }
+        if session.cache.len() + step.len() > capacity || generated.len() >= limit {
             break FinishReason::Length;
         }
-        logits = lm.model.forward(&[token], &mut session.cache)?;
-        session.tokens.push(token);
+        logits = lm.model.forward(&step, &mut session.cache)?;
+        session.tokens.extend_from_slice(&step);
     };
     if finish == FinishReason::Length {
-        let rest = utf8.finish();
-        let (mut out, _) = stops.push(&rest);
-        out.push_str(&stops.finish());
-        emit(&out, &mut text);
+        out.flush();
     }
     Ok(Completion {
-        text,
+        text: out.text,
         tokens: generated,
         prompt_tokens: req.prompt.len(),
         cached_tokens: cached,
         finish,
         prompt_eval,
         eval: decode_start.elapsed(),
+        constraint: constraint.map(|_| stats),
     })
 }
 

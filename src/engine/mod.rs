@@ -2,6 +2,7 @@
 //! loop, and the [`Engine`] handle that loads models on demand, admits requests into a bounded
 //! queue and hands each to the worker thread that owns the model.
 
+pub mod constraint;
 pub mod device;
 mod error;
 pub mod generate;
@@ -22,9 +23,13 @@ use std::time::{Duration, Instant, SystemTime};
 use candle_core::Device;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+pub use constraint::{ConstraintFactory, Format};
 pub use device::{select_device, DeviceChoice};
 pub use error::EngineError;
-pub use generate::{generate, Completion, FinishReason, GenerateRequest, Session};
+pub use generate::{
+    generate, generate_constrained, Completion, ConstraintStats, FinishReason, GenerateRequest,
+    Session,
+};
 pub use model::{inspect, load, LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo};
 pub use request::{EmbedTask, Event, GenerateTask, Generated, KeepAlive, PromptInput};
 pub use sampler::{Sampler, SamplingParams};

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
+use super::constraint::ConstraintFactory;
 use super::kv_cache::KvCache;
 use super::llama::Llama;
 use super::template::{ChatMessage, ChatTemplate};
@@ -116,9 +118,11 @@ pub struct ModelInfo {
 /// A model ready to run: weights, tokenizer and what we know about it.
 pub struct LoadedModel {
     pub model: Box<dyn LanguageModel>,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     pub info: ModelInfo,
+    /// Built on first use: not every model serves constrained requests.
+    constraints: OnceLock<ConstraintFactory>,
 }
 
 impl LoadedModel {
@@ -126,10 +130,32 @@ impl LoadedModel {
         let template = ChatTemplate::detect(info.chat_template.as_deref(), &tokenizer);
         Self {
             model,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             template,
             info,
+            constraints: OnceLock::new(),
         }
+    }
+
+    /// The grammar engine for this model; its EOS is the end-of-turn token.
+    pub fn constraints(&self) -> Result<&ConstraintFactory> {
+        if let Some(f) = self.constraints.get() {
+            return Ok(f);
+        }
+        let stops = self.stop_tokens();
+        // The template's end-of-turn marker comes first in `stop_tokens` order only by id; pick
+        // it explicitly so a chat answer ends where the turn ends.
+        let eos = ["<|im_end|>", "<|eot_id|>"]
+            .iter()
+            .find_map(|n| self.tokenizer.special_id(n))
+            .or(self.tokenizer.eos)
+            .or(stops.first().copied())
+            .ok_or_else(|| {
+                EngineError::BadModel("the model has no end-of-sequence token".into())
+            })?;
+        let f =
+            ConstraintFactory::new(self.tokenizer.clone(), self.model.config().vocab_size, eos)?;
+        Ok(self.constraints.get_or_init(|| f))
     }
 
     /// Prompt tokens for a conversation, ending with the assistant's turn opener.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::constraint::Format;
 use super::generate::Completion;
 use super::sampler::SamplingParams;
 use super::template::ChatMessage;
@@ -32,6 +33,8 @@ pub struct GenerateTask {
     pub stop: Vec<String>,
     /// Cut the middle of the longest user message to fit, instead of failing.
     pub truncate: bool,
+    /// Constrain the output to JSON / a JSON Schema.
+    pub format: Option<Format>,
 }
 
 #[derive(Debug, Clone)]

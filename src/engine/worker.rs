@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::generate::{generate, GenerateRequest, Session};
+use super::generate::{generate_constrained, GenerateRequest, Session};
 use super::model::LoadedModel;
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
 use super::template::ChatMessage;
@@ -159,8 +159,12 @@ fn run_generate(
         stop_tokens: lm.stop_tokens(),
         stop_strings: t.stop,
     };
+    let mut constraint = match &t.format {
+        Some(f) => Some(lm.constraints()?.matcher(f)?),
+        None => None,
+    };
     let start = Instant::now();
-    let done = generate(lm, session, &req, &mut |text| {
+    let done = generate_constrained(lm, session, &req, constraint.as_mut(), &mut |text| {
         events.send(Event::Text(text.to_owned())).is_ok()
     })?;
     let mut context = prompt;

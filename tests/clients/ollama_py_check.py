@@ -17,6 +17,7 @@ import traceback
 
 from importlib import metadata
 
+import json
 import ollama
 
 if len(sys.argv) != 3:
@@ -136,6 +137,47 @@ def check_chat_think_false():
     assert not r.message.thinking, f"think=False must not produce thinking, got {r.message.thinking!r}"
 
 
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 30},
+        "country": {"enum": ["France", "Germany", "Italy"]},
+        "population_millions": {"type": "integer", "minimum": 0, "maximum": 100},
+    },
+    "required": ["city", "country", "population_millions"],
+}
+
+
+def check_chat_structured_output():
+    # What Paperless-ngx 3 sends: a JSON-schema format with think=False; at a high
+    # temperature the output must still be schema-valid JSON.
+    for temperature in (0, 1.2):
+        r = client.chat(MODEL, messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+                        format=SCHEMA, think=False,
+                        options={"temperature": temperature, "seed": 7, "num_predict": 200})
+        data = json.loads(r.message.content)
+        assert set(data) == {"city", "country", "population_millions"}, data
+        assert data["country"] in SCHEMA["properties"]["country"]["enum"], data
+        assert isinstance(data["population_millions"], int) and 0 <= data["population_millions"] <= 100, data
+        assert r.done_reason == "stop", r.done_reason
+
+
+def check_generate_json_mode():
+    r = client.generate(MODEL, "What is the capital of France? Respond using JSON with keys city and country.",
+                        format="json", options={"temperature": 0, "num_predict": 100})
+    assert isinstance(json.loads(r.response), dict), r.response
+
+
+def check_bad_schema_rejected():
+    try:
+        client.generate(MODEL, "x", format={"type": "string", "pattern": "(?<=a)b"})
+    except ollama.ResponseError as e:
+        assert e.status_code == 400, e.status_code
+        assert "invalid JSON schema" in str(e.error), e.error
+        return
+    raise AssertionError("an uncompilable schema must be a 400")
+
+
 def check_chat_think_true_rejected():
     try:
         client.chat(MODEL, messages=CHAT_MSGS, options={**CHAT_OPTS, "num_predict": 8}, think=True)
@@ -231,6 +273,9 @@ CHECKS = [
     ("chat_stream", check_chat_stream),
     ("chat_think_false", check_chat_think_false),
     ("chat_think_true_rejected", check_chat_think_true_rejected),
+    ("chat_structured_output", check_chat_structured_output),
+    ("generate_json_mode", check_generate_json_mode),
+    ("bad_schema_rejected", check_bad_schema_rejected),
     ("list", check_list),
     ("show", check_show),
     ("ps", check_ps),

@@ -206,8 +206,25 @@ def check_unknown_model():
     raise AssertionError(f"chat with unknown model {UNKNOWN_MODEL!r} should raise openai.NotFoundError")
 
 
+def check_chat_json_schema():
+    schema = {"type": "object", "properties": {
+        "title": {"type": "string", "maxLength": 40},
+        "document_type": {"enum": ["Rechnung", "Vertrag", "Bescheid"]}},
+        "required": ["title", "document_type"]}
+    r = client.chat.completions.create(
+        model=MODEL, temperature=1.0, seed=5, max_tokens=120,
+        messages=[{"role": "user", "content": "Classify: Stadtwerke München Stromrechnung März 2024"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "doc", "schema": schema}})
+    import json
+    data = json.loads(r.choices[0].message.content)
+    assert set(data) == {"title", "document_type"}, data
+    assert data["document_type"] in ("Rechnung", "Vertrag", "Bescheid"), data
+    assert len(data["title"]) <= 40, data
+
+
 CHECKS = [
     ("chat", check_chat),
+    ("chat_json_schema", check_chat_json_schema),
     ("chat_stream", check_chat_stream),
     ("completions", check_completions),
     ("completions_stream", check_completions_stream),

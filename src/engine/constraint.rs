@@ -1,0 +1,253 @@
+//! Grammar-constrained decoding with llguidance: JSON mode and JSON Schema become token masks,
+//! so the model can only emit schema-valid output, and tokens the grammar forces are appended
+//! without sampling ("fast-forward").
+//!
+//! The token environment is built from our own tokenizer's token bytes (no second tokenizer
+//! crate): control tokens are marked with llguidance's 0xFF prefix, and EOS is the chat
+//! model's end-of-turn token, so generation ends as soon as the root JSON value is complete.
+
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+use serde_json::{json, Value};
+use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+
+use super::tokenizer::Tokenizer;
+use super::EngineError;
+
+/// What output format a request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// Any JSON object (Ollama `format: "json"`, OpenAI `json_object`).
+    JsonObject,
+    /// Output valid against this JSON Schema.
+    Schema(Value),
+}
+
+struct Env {
+    trie: TokTrie,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl TokenizerEnv for Env {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        // Grammar text is UTF-8 in practice; invalid bytes fall back to the trie's greedy split.
+        match std::str::from_utf8(s) {
+            Ok(text) => self
+                .tokenizer
+                .encode(text)
+                .unwrap_or_else(|_| self.trie.greedy_tokenize(s)),
+            Err(_) => self.trie.greedy_tokenize(s),
+        }
+    }
+}
+
+/// One per loaded model: the token trie and llguidance's parser factory.
+pub struct ConstraintFactory {
+    factory: ParserFactory,
+    eos: TokenId,
+}
+
+impl ConstraintFactory {
+    /// `vocab_size` is the model's (logit) vocabulary, which may exceed the tokenizer's.
+    pub fn new(
+        tokenizer: Arc<Tokenizer>,
+        vocab_size: usize,
+        eos: TokenId,
+    ) -> Result<Self, EngineError> {
+        let words: Vec<Vec<u8>> = (0..vocab_size as u32)
+            .map(|id| {
+                let bytes = tokenizer.token_bytes(id);
+                if tokenizer.is_special(id) {
+                    let mut marked = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+                    marked.extend_from_slice(bytes);
+                    marked
+                } else {
+                    bytes.to_vec()
+                }
+            })
+            .collect();
+        let mut info = TokRxInfo::new(vocab_size as u32, eos);
+        info.tok_bos = tokenizer.bos;
+        info.tok_end_of_turn = Some(eos);
+        let trie = TokTrie::from(&info, &words);
+        let env: TokEnv = Arc::new(Env { trie, tokenizer });
+        let mut factory = ParserFactory::new_simple(&env)
+            .map_err(|e| EngineError::Device(format!("grammar engine: {e}")))?;
+        factory.quiet();
+        Ok(Self { factory, eos })
+    }
+
+    pub fn eos(&self) -> TokenId {
+        self.eos
+    }
+
+    /// Compiles a format into a fresh matcher. A schema llguidance cannot compile is the
+    /// caller's error (400), with llguidance's message.
+    pub fn matcher(&self, format: &Format) -> Result<Constraint, EngineError> {
+        let schema = match format {
+            Format::JsonObject => json!({"type": "object"}),
+            Format::Schema(s) => s.clone(),
+        };
+        let mut schema = schema;
+        close_objects(&mut schema);
+        let grammar = TopLevelGrammar::from_json_schema(with_compact_whitespace(schema));
+        let parser = self.factory.create_parser(grammar).map_err(|e| {
+            EngineError::InvalidInput(format!("invalid JSON schema in format: {e}"))
+        })?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(EngineError::InvalidInput(format!(
+                "invalid JSON schema in format: {e}"
+            )));
+        }
+        Ok(Constraint {
+            matcher,
+            eos: self.eos,
+        })
+    }
+}
+
+/// Objects that list their `properties` and say nothing about others get
+/// `additionalProperties: false` (OpenAI's strict mode does the same). Every output stays valid
+/// against the schema as written, and a small model cannot wander off inventing keys until
+/// `num_predict` cuts the JSON in half.
+fn close_objects(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        if let Some(items) = schema.as_array_mut() {
+            items.iter_mut().for_each(close_objects);
+        }
+        return;
+    };
+    if obj.contains_key("properties") && !obj.contains_key("additionalProperties") {
+        obj.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (key, sub) in obj.iter_mut() {
+        match key.as_str() {
+            // Maps from names to schemas.
+            "properties" | "$defs" | "definitions" | "patternProperties" | "dependentSchemas" => {
+                if let Some(m) = sub.as_object_mut() {
+                    m.values_mut().for_each(close_objects);
+                }
+            }
+            // A schema or a list of schemas.
+            "items"
+            | "prefixItems"
+            | "anyOf"
+            | "oneOf"
+            | "allOf"
+            | "not"
+            | "if"
+            | "then"
+            | "else"
+            | "additionalProperties"
+            | "contains" => close_objects(sub),
+            _ => {}
+        }
+    }
+}
+
+/// No whitespace between tokens: small models otherwise fill the output with blank lines
+/// (ollama#2577), and every byte of whitespace is a decode step.
+fn with_compact_whitespace(mut schema: Value) -> Value {
+    if let Some(obj) = schema.as_object_mut() {
+        obj.entry("x-guidance").or_insert_with(|| {
+            json!({"whitespace_flexible": false, "item_separator": ",", "key_separator": ":",
+                   "lenient": true})
+        });
+    }
+    schema
+}
+
+/// One request's grammar state.
+pub struct Constraint {
+    matcher: Matcher,
+    eos: TokenId,
+}
+
+impl Constraint {
+    /// The token that ends the output (the model's end-of-turn token).
+    pub fn eos(&self) -> TokenId {
+        self.eos
+    }
+
+    /// Tokens the grammar allows and no other (empty when there is a choice).
+    pub fn forced_tokens(&mut self) -> Vec<TokenId> {
+        self.matcher.compute_ff_tokens()
+    }
+
+    /// Whether `token` may come next. EOS is allowed only where the grammar may end.
+    pub fn allows(&mut self, token: TokenId) -> bool {
+        if token == self.eos {
+            return self.matcher.is_accepting().unwrap_or(false);
+        }
+        self.matcher.validate_tokens(&[token]).unwrap_or(0) == 1
+    }
+
+    /// Sets every disallowed logit to -inf.
+    pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), EngineError> {
+        let mask = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| EngineError::InvalidInput(format!("grammar: {e}")))?;
+        for (i, l) in logits.iter_mut().enumerate() {
+            if !mask.is_allowed(i as TokenId) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn consume(&mut self, tokens: &[TokenId]) -> Result<(), EngineError> {
+        self.matcher
+            .consume_tokens(tokens)
+            .map_err(|e| EngineError::InvalidInput(format!("grammar: {e}")))
+    }
+
+    /// The root value is complete: only EOS may follow.
+    pub fn is_finished(&mut self) -> bool {
+        self.matcher.is_stopped()
+            || (self.matcher.is_accepting().unwrap_or(false)
+                && self
+                    .matcher
+                    .compute_mask()
+                    .map(|m| m.num_set() == 1)
+                    .unwrap_or(false)
+                && self.allows(self.eos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_properties_close_the_object_unless_the_schema_says_otherwise() {
+        let mut s = json!({"type": "object", "properties": {
+            "a": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "additionalProperties": {"type": "object", "properties": {}},
+            "b": {"type": "array", "items": {"properties": {"y": {}}}}},
+            "$defs": {"d": {"properties": {}, "additionalProperties": true}}});
+        close_objects(&mut s);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["a"]["additionalProperties"], false);
+        // A property that happens to be named like the keyword is a schema, not the keyword.
+        assert_eq!(
+            s["properties"]["additionalProperties"]["additionalProperties"],
+            false
+        );
+        assert_eq!(s["properties"]["b"]["items"]["additionalProperties"], false);
+        assert_eq!(s["$defs"]["d"]["additionalProperties"], true);
+        let mut free = json!({"type": "object"});
+        close_objects(&mut free);
+        assert!(
+            free.get("additionalProperties").is_none(),
+            "JSON mode stays open"
+        );
+    }
+}
