@@ -4,7 +4,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{EngineError, LoadedModel};
+use crate::engine::{
+    generate, generate_constrained, ChatMessage, EngineError, Format, GenerateRequest, LoadedModel,
+    SamplingParams, Session,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -83,6 +86,89 @@ pub fn run(
         prefill_tok_s_all: prefill,
         decode_tok_s_all: decode,
         peak_rss_mib: peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
+    })
+}
+
+/// Constrained vs unconstrained decoding on the same prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConstrainedReport {
+    pub output_tokens: usize,
+    /// Emitted tokens per second of decoding, median over runs.
+    pub constrained_tok_s: f64,
+    pub unconstrained_tok_s: f64,
+    /// Share of output tokens the grammar forced (appended without sampling).
+    pub forced_share: f64,
+    /// Masks actually computed per run (only when a sampled token was rejected).
+    pub masks_computed: usize,
+    /// Cost of a full mask at every output position (replayed), in microseconds.
+    pub mask_us_median: f64,
+    pub mask_us_p99: f64,
+    pub output: String,
+}
+
+const CLASSIFY_PROMPT: &str = "Classify this document and answer in JSON.\n\nStadtwerke München \
+    GmbH, Emmy-Noether-Str. 2, 80992 München. Rechnung Nr. 2024-0815 vom 12.03.2024. \
+    Stromlieferung Januar bis Februar: 412 kWh, Gesamtbetrag 144,34 EUR inkl. 19% MwSt.";
+
+pub fn run_constrained(
+    lm: &LoadedModel,
+    format: &Format,
+    max_tokens: usize,
+    runs: usize,
+) -> Result<ConstrainedReport, EngineError> {
+    let prompt = lm.chat_prompt(&[ChatMessage::new("user", CLASSIFY_PROMPT)])?;
+    let mut req = GenerateRequest {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens: Some(max_tokens),
+        stop_tokens: lm.stop_tokens(),
+        stop_strings: vec![],
+    };
+    let factory = lm.constraints()?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        let mut c = factory.matcher(format)?;
+        // A fresh session each run: no prefix reuse between the two variants.
+        let mut s = Session::new(lm.model.new_cache(req.prompt.len() + max_tokens + 1)?);
+        let done = generate_constrained(lm, &mut s, &req, Some(&mut c), &mut |_| true)?;
+        with.push(done.tokens.len() as f64 / done.eval.as_secs_f64().max(1e-9));
+        last = Some(done);
+    }
+    let done = last.expect("at least one run");
+    // The same number of tokens without a grammar (EOS ignored so the count matches).
+    req.max_tokens = Some(done.tokens.len().max(1));
+    req.stop_tokens.clear();
+    for _ in 0..runs.max(1) {
+        let mut s = Session::new(lm.model.new_cache(req.prompt.len() + max_tokens + 1)?);
+        let plain = generate(lm, &mut s, &req, &mut |_| true)?;
+        without.push(plain.tokens.len() as f64 / plain.eval.as_secs_f64().max(1e-9));
+    }
+    // Replay the output through a fresh matcher, computing the full mask at every position.
+    let mut c = factory.matcher(format)?;
+    let mut scratch = vec![0f32; lm.model.config().vocab_size];
+    let mut times: Vec<f64> = Vec::new();
+    for t in &done.tokens {
+        let start = std::time::Instant::now();
+        c.mask(&mut scratch)?;
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        c.consume(&[*t])?;
+    }
+    times.sort_by(f64::total_cmp);
+    let p99 = times
+        .get(((times.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
+    let stats = done.constraint.clone().unwrap_or_default();
+    Ok(ConstrainedReport {
+        output_tokens: done.tokens.len(),
+        constrained_tok_s: median(&with),
+        unconstrained_tok_s: median(&without),
+        forced_share: stats.forced as f64 / done.tokens.len().max(1) as f64,
+        masks_computed: stats.mask_times.len(),
+        mask_us_median: median(&times),
+        mask_us_p99: p99,
+        output: done.text,
     })
 }
 

@@ -105,6 +105,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also measure constrained decoding with this JSON Schema file ("json" for JSON mode).
+    #[arg(long)]
+    pub format: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

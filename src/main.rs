@@ -125,8 +125,30 @@ fn bench(args: BenchArgs) -> Result<()> {
         load_seconds: load_s,
     };
     let r = candlelight::bench::run(&lm, &setup, args.prompt_tokens, args.gen_tokens, args.runs)?;
+    let constrained = match &args.format {
+        None => None,
+        Some(p) => {
+            let format = if p.as_os_str() == "json" {
+                engine::Format::JsonObject
+            } else {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the schema {}", p.display()))?;
+                engine::Format::Schema(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", p.display()))?,
+                )
+            };
+            Some(candlelight::bench::run_constrained(
+                &lm, &format, 256, args.runs,
+            )?)
+        }
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(c) = &constrained {
+            v["constrained"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "model       {} ({})\ndevice      {} ({} threads)\nload        {:.2} s\n\
@@ -145,6 +167,21 @@ fn bench(args: BenchArgs) -> Result<()> {
             r.runs,
             r.peak_rss_mib
         );
+        if let Some(c) = &constrained {
+            println!(
+                "constrained {:.1} tok/s vs {:.1} unconstrained ({} tokens; {:.0}% forced, {} \
+                 masks computed)\nmask        {:.0} us median, {:.0} us p99 (full mask, every \
+                 position)\noutput      {}",
+                c.constrained_tok_s,
+                c.unconstrained_tok_s,
+                c.output_tokens,
+                c.forced_share * 100.0,
+                c.masks_computed,
+                c.mask_us_median,
+                c.mask_us_p99,
+                c.output
+            );
+        }
     }
     Ok(())
 }

@@ -113,10 +113,13 @@ impl ConstraintFactory {
     }
 }
 
+const LENIENT_KEYWORDS: &[&str] = &["uniqueItems", "contentEncoding", "contentMediaType"];
+
 /// Objects that list their `properties` and say nothing about others get
 /// `additionalProperties: false` (OpenAI's strict mode does the same). Every output stays valid
 /// against the schema as written, and a small model cannot wander off inventing keys until
 /// `num_predict` cuts the JSON in half.
+/// Also drops [`LENIENT_KEYWORDS`] and bounds integers to the I-JSON range.
 fn close_objects(schema: &mut Value) {
     let Some(obj) = schema.as_object_mut() else {
         if let Some(items) = schema.as_array_mut() {
@@ -124,8 +127,29 @@ fn close_objects(schema: &mut Value) {
         }
         return;
     };
+    // Not expressible as a grammar; accepted and not enforced (documented in the README).
+    // Everything else llguidance cannot honour is an error, not silently ignored.
+    for keyword in LENIENT_KEYWORDS {
+        obj.remove(*keyword);
+    }
     if obj.contains_key("properties") && !obj.contains_key("additionalProperties") {
         obj.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    // An unbounded integer lets a looping model emit digits until num_predict; I-JSON
+    // (RFC 7493) already limits interoperable integers to ±(2^53 - 1).
+    let is_integer = match obj.get("type") {
+        Some(Value::String(t)) => t == "integer",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+        _ => false,
+    };
+    if is_integer {
+        const SAFE: i64 = (1 << 53) - 1;
+        if !obj.contains_key("minimum") && !obj.contains_key("exclusiveMinimum") {
+            obj.insert("minimum".into(), json!(-SAFE));
+        }
+        if !obj.contains_key("maximum") && !obj.contains_key("exclusiveMaximum") {
+            obj.insert("maximum".into(), json!(SAFE));
+        }
     }
     for (key, sub) in obj.iter_mut() {
         match key.as_str() {
@@ -158,7 +182,7 @@ fn with_compact_whitespace(mut schema: Value) -> Value {
     if let Some(obj) = schema.as_object_mut() {
         obj.entry("x-guidance").or_insert_with(|| {
             json!({"whitespace_flexible": false, "item_separator": ",", "key_separator": ":",
-                   "lenient": true})
+                   "lenient": false})
         });
     }
     schema
@@ -243,6 +267,10 @@ mod tests {
         );
         assert_eq!(s["properties"]["b"]["items"]["additionalProperties"], false);
         assert_eq!(s["$defs"]["d"]["additionalProperties"], true);
+        let mut n = json!({"type": "integer", "minimum": 0});
+        close_objects(&mut n);
+        assert_eq!(n["minimum"], 0);
+        assert_eq!(n["maximum"], (1i64 << 53) - 1);
         let mut free = json!({"type": "object"});
         close_objects(&mut free);
         assert!(
