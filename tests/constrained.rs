@@ -230,3 +230,49 @@ fn unsupported_schemas_are_rejected_with_a_message() {
         .to_string();
     assert!(err.contains("invalid JSON schema"), "{err}");
 }
+
+#[test]
+fn greedy_end_of_turn_at_the_first_position_is_masked_not_an_error() {
+    let lm = common::model();
+    // A finished assistant turn: the model's own first choice is to end it.
+    let mut prompt = lm
+        .chat_prompt(&[ChatMessage::new("user", "Say hi.")])
+        .unwrap();
+    prompt.extend(
+        lm.tokenizer
+            .encode("Hi! How can I help you today?")
+            .unwrap(),
+    );
+    let mut cache = lm.model.new_cache(256).unwrap();
+    let first = lm
+        .model
+        .forward(&prompt, &mut cache)
+        .unwrap()
+        .argmax(0)
+        .unwrap();
+    let first = first.to_scalar::<u32>().unwrap();
+    assert!(
+        lm.stop_tokens().contains(&first),
+        "precondition: greedy picks EOS, got {first}"
+    );
+
+    let req = GenerateRequest {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens: Some(100),
+        stop_tokens: lm.stop_tokens(),
+        stop_strings: vec![],
+    };
+    let schema =
+        json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]});
+    let mut c = lm
+        .constraints()
+        .unwrap()
+        .matcher(&Format::Schema(schema))
+        .unwrap();
+    let mut session = Session::new(lm.model.new_cache(256).unwrap());
+    let done = generate_constrained(&lm, &mut session, &req, Some(&mut c), &mut |_| true).unwrap();
+    let v: Value = serde_json::from_str(&done.text).unwrap();
+    assert!(v["ok"].is_boolean(), "{}", done.text);
+    assert_eq!(done.finish, FinishReason::Stop);
+}

@@ -399,3 +399,39 @@ fn broken_files_are_clear_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
 }
+
+#[test]
+fn a_tokenizer_json_beside_a_gguf_file_wins_over_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    {
+        let guard = common::model();
+        let w = hf_weights(guard.tokenizer.vocab_size());
+        write_gguf(&gguf, &w, GgmlDType::F32, None, 8192);
+        // The sidecar: the same vocabulary plus a marker token only it has.
+        let json_path = dir.path().join("tiny.tokenizer.json");
+        guard.tokenizer.save_json(&json_path).unwrap();
+        let mut j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        j["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+            "id": 49151, "content": "<|sidecar|>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}));
+        std::fs::write(&json_path, j.to_string()).unwrap();
+    }
+    let lm = open(&gguf);
+    assert!(lm.tokenizer.special_id("<|sidecar|>").is_some());
+    assert_eq!(
+        lm.tokenizer.eos,
+        Some(2),
+        "EOS still from the GGUF metadata"
+    );
+    assert_eq!(
+        lm.tokenizer.encode("Hello world").unwrap(),
+        vec![19556, 905]
+    );
+    std::fs::remove_file(dir.path().join("tiny.tokenizer.json")).unwrap();
+    assert_eq!(open(&gguf).tokenizer.special_id("<|sidecar|>"), None);
+}

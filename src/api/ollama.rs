@@ -488,7 +488,8 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
         let info = inspect(&path, &name)?;
         // Template and stop tokens need the tokenizer, which GGUF metadata holds.
         let tok = match info.format {
-            "gguf" => crate::engine::Tokenizer::from_gguf(
+            "gguf" => crate::engine::Tokenizer::for_gguf(
+                &path,
                 &candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(
                     std::fs::File::open(&path).map_err(|e| {
                         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

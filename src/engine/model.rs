@@ -316,7 +316,7 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         context_length,
         max_positions: context_length.min(opts.max_context),
     };
-    let tokenizer = Tokenizer::from_gguf(&content)?;
+    let tokenizer = Tokenizer::for_gguf(path, &content)?;
     let info = gguf_info(path, &content, file_size);
     let mut src = GgufSource {
         content: &content,

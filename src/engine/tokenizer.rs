@@ -231,10 +231,6 @@ impl Tokenizer {
 
     /// Loads `tokenizer.json` (+ `tokenizer_config.json` for BOS/EOS) from a model folder.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
-        let path = dir.join("tokenizer.json");
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
-        inner.set_encode_special_tokens(true);
         let config: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
@@ -245,6 +241,41 @@ impl Tokenizer {
                 v => v.get("content")?.as_str().map(str::to_owned),
             }
         };
+        let mut tok = Self::from_json_file(&dir.join("tokenizer.json"))?;
+        tok.bos = token_of("bos_token").and_then(|t| tok.inner.token_to_id(&t));
+        tok.eos = token_of("eos_token").and_then(|t| tok.inner.token_to_id(&t));
+        tok.add_bos = config
+            .get("add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        Ok(tok)
+    }
+
+    /// A GGUF model's tokenizer: a `tokenizer.json` beside the file (`model.gguf` ->
+    /// `model.tokenizer.json`) wins over the metadata, for vocabularies that cannot be rebuilt
+    /// from GGUF exactly; BOS/EOS still come from the metadata.
+    pub fn for_gguf(path: &Path, content: &gguf_file::Content) -> Result<Self> {
+        let sidecar = path.with_extension("tokenizer.json");
+        if !sidecar.is_file() {
+            return Self::from_gguf(content);
+        }
+        let mut tok = Self::from_json_file(&sidecar)?;
+        let id = |k: &str| content.metadata.get(k).and_then(|v| v.to_u32().ok());
+        tok.bos = id("tokenizer.ggml.bos_token_id");
+        tok.eos = id("tokenizer.ggml.eos_token_id");
+        tok.add_bos = content
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        Ok(tok)
+    }
+
+    /// A `tokenizer.json` on its own (no BOS/EOS knowledge).
+    fn from_json_file(path: &Path) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
+        inner.set_encode_special_tokens(true);
         let byte_level = serde_json::to_value(inner.get_decoder())
             .ok()
             .and_then(|d| Some(d.get("type")?.as_str()? == "ByteLevel"))
@@ -270,20 +301,14 @@ impl Tokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, t)| (t.content.clone(), *id))
             .collect();
-        let bos = token_of("bos_token").and_then(|t| inner.token_to_id(&t));
-        let eos = token_of("eos_token").and_then(|t| inner.token_to_id(&t));
-        let add_bos = config
-            .get("add_bos_token")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
         Ok(Self {
             inner,
             bytes,
             special,
             special_by_name,
-            bos,
-            eos,
-            add_bos,
+            bos: None,
+            eos: None,
+            add_bos: false,
         })
     }
 
