@@ -128,10 +128,10 @@ pub fn run_constrained(
     let (mut with, mut without) = (Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..runs.max(1) {
-        let mut c = factory.matcher(format)?;
+        let c = factory.matcher(format)?;
         // A fresh session each run: no prefix reuse between the two variants.
         let mut s = Session::new(lm.model.new_cache(req.prompt.len() + max_tokens + 1)?);
-        let done = generate_constrained(lm, &mut s, &req, Some(&mut c), &mut |_| true)?;
+        let done = generate_constrained(lm, &mut s, &req, Some(c), &mut |_| true)?;
         with.push(done.tokens.len() as f64 / done.eval.as_secs_f64().max(1e-9));
         last = Some(done);
     }

@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// Models kept loaded at once.
     #[arg(long, env = "OLLAMA_MAX_LOADED_MODELS", default_value_t = 3)]
     pub max_loaded_models: usize,
+    /// Requests one model serves at once, interleaved token by token (each has its own KV
+    /// cache); further requests wait in the queue.
+    #[arg(long, env = "OLLAMA_NUM_PARALLEL", default_value_t = 1)]
+    pub num_parallel: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "CANDLELIGHT_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,

@@ -208,6 +208,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             num_ctx: rt.num_ctx,
             max_queue: args.max_queue,
             max_loaded: args.max_loaded_models,
+            num_parallel: args.num_parallel,
             keep_alive,
         },
     );

@@ -116,10 +116,9 @@ fn run_prompt(
         stop_tokens: lm.stop_tokens(),
         stop_strings: vec![],
     };
-    let mut constraint = lm.constraints().unwrap().matcher(format).unwrap();
+    let constraint = lm.constraints().unwrap().matcher(format).unwrap();
     let mut session = Session::new(lm.model.new_cache(1024).unwrap());
-    let c =
-        generate_constrained(lm, &mut session, &req, Some(&mut constraint), &mut |_| true).unwrap();
+    let c = generate_constrained(lm, &mut session, &req, Some(constraint), &mut |_| true).unwrap();
     (c.text, c.finish)
 }
 
@@ -193,13 +192,13 @@ fn grammar_forces_structure_tokens() {
         stop_tokens: lm.stop_tokens(),
         stop_strings: vec![],
     };
-    let mut c = lm
+    let c = lm
         .constraints()
         .unwrap()
         .matcher(&Format::Schema(schema))
         .unwrap();
     let mut session = Session::new(lm.model.new_cache(1024).unwrap());
-    let done = generate_constrained(&lm, &mut session, &req, Some(&mut c), &mut |_| true).unwrap();
+    let done = generate_constrained(&lm, &mut session, &req, Some(c), &mut |_| true).unwrap();
     let stats = done.constraint.unwrap();
     // Keys, quotes and punctuation are forced: a good share of the output is never sampled.
     assert!(
@@ -265,13 +264,13 @@ fn greedy_end_of_turn_at_the_first_position_is_masked_not_an_error() {
     };
     let schema =
         json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]});
-    let mut c = lm
+    let c = lm
         .constraints()
         .unwrap()
         .matcher(&Format::Schema(schema))
         .unwrap();
     let mut session = Session::new(lm.model.new_cache(256).unwrap());
-    let done = generate_constrained(&lm, &mut session, &req, Some(&mut c), &mut |_| true).unwrap();
+    let done = generate_constrained(&lm, &mut session, &req, Some(c), &mut |_| true).unwrap();
     let v: Value = serde_json::from_str(&done.text).unwrap();
     assert!(v["ok"].is_boolean(), "{}", done.text);
     assert_eq!(done.finish, FinishReason::Stop);

@@ -555,3 +555,42 @@ fn sigterm_lets_the_running_stream_finish() {
     assert!(status.success(), "{status:?}\n{}", s.log());
     assert!(s.log().contains("shutting down"), "{}", s.log());
 }
+
+#[test]
+fn parallel_slots_interleave_generations() {
+    let _one = common::serial();
+    let s = Server::start(&["--num-parallel", "2"]);
+    let r = client()
+        .post(format!("{}/api/generate", s.url))
+        .json(
+            &json!({"model": MODEL, "prompt": "Write a long story about a lighthouse keeper.",
+                      "options": {"num_predict": 150, "temperature": 0}}),
+        )
+        .send()
+        .unwrap();
+    let mut a = BufReader::new(r);
+    let mut line = String::new();
+    a.read_line(&mut line).unwrap();
+    // B starts after A's first token and is short; with one slot it would wait for all of A.
+    let (st, b) = post(
+        &s,
+        "/api/chat",
+        json!({"model": MODEL, "stream": false,
+        "messages": [{"role": "user", "content": "Say hi."}], "options": {"num_predict": 5}}),
+    );
+    assert_eq!(st, 200, "{b}");
+    let last: Value = a
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+        .last()
+        .unwrap();
+    assert_eq!(last["done"], true);
+    assert_eq!(last["eval_count"], 150);
+    // Timestamps are the server's own: A ended after B, so they ran side by side.
+    assert!(
+        last["created_at"].as_str().unwrap() > b["created_at"].as_str().unwrap(),
+        "A {} should end after B {}",
+        last["created_at"],
+        b["created_at"]
+    );
+}

@@ -544,7 +544,8 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
 }
 
 fn ps_entry(state: &AppState, m: &Loaded) -> Value {
-    let size = m.size_bytes(state.engine.options().num_ctx);
+    let opts = state.engine.options();
+    let size = m.size_bytes(opts.num_ctx, opts.num_parallel);
     // Far future for "forever", as Ollama reports it.
     let expires = m
         .expires_at()

@@ -183,38 +183,192 @@ pub fn generate(
 }
 
 /// Decoded text so far, with stop strings and UTF-8 boundaries handled.
-struct Output<'a> {
+struct Output {
     utf8: Utf8Stream,
     stops: StopStrings,
     text: String,
-    on_text: &'a mut dyn FnMut(&str) -> bool,
 }
 
-impl Output<'_> {
+impl Output {
     /// Adds one token's bytes; `Some(reason)` when generation must end.
-    fn push(&mut self, bytes: &[u8]) -> Option<FinishReason> {
+    fn push(
+        &mut self,
+        bytes: &[u8],
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Option<FinishReason> {
         let piece = self.utf8.push(bytes);
         let (out, hit) = self.stops.push(&piece);
-        if !self.emit(&out) {
+        if !self.emit(&out, on_text) {
             return Some(FinishReason::Cancelled);
         }
         hit.then_some(FinishReason::Stop)
     }
 
-    fn emit(&mut self, piece: &str) -> bool {
+    fn emit(&mut self, piece: &str, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
         if piece.is_empty() {
             return true;
         }
         self.text.push_str(piece);
-        (self.on_text)(piece)
+        on_text(piece)
     }
 
     /// Flushes held-back text when generation ended for a reason other than a stop.
-    fn flush(&mut self) {
+    fn flush(&mut self, on_text: &mut dyn FnMut(&str) -> bool) {
         let rest = self.utf8.finish();
         let (mut out, _) = self.stops.push(&rest);
         out.push_str(&self.stops.finish());
-        self.emit(&out);
+        self.emit(&out, on_text);
+    }
+}
+
+/// One generation in progress, advanced a step at a time, so that a worker can interleave
+/// several (`OLLAMA_NUM_PARALLEL`). Each step samples one token or appends the tokens a grammar
+/// forces; the sequence's state lives in the [`Session`] passed to every call.
+pub struct Generation {
+    req: GenerateRequest,
+    constraint: Option<Constraint>,
+    sampler: Sampler,
+    out: Output,
+    generated: Vec<u32>,
+    logits: candle_core::Tensor,
+    stats: ConstraintStats,
+    limit: usize,
+    cached: usize,
+    prompt_eval: Duration,
+    decode_start: Instant,
+    finish: Option<FinishReason>,
+}
+
+impl Generation {
+    /// Evaluates the prompt (reusing the session's cached prefix).
+    pub fn start(
+        lm: &LoadedModel,
+        session: &mut Session,
+        req: GenerateRequest,
+        constraint: Option<Constraint>,
+    ) -> Result<Self, EngineError> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::InvalidInput("the prompt is empty".into()));
+        }
+        let capacity = session.cache.capacity();
+        if req.prompt.len() >= capacity {
+            return Err(EngineError::ContextOverflow {
+                needed: req.prompt.len() + 1,
+                limit: capacity,
+            });
+        }
+        let start = Instant::now();
+        let cached = session.reuse_prefix(&req.prompt);
+        let fresh = &req.prompt[cached..];
+        let logits = lm.model.forward(fresh, &mut session.cache)?;
+        session.tokens.extend_from_slice(fresh);
+        Ok(Self {
+            sampler: Sampler::new(req.sampling.clone()),
+            out: Output {
+                utf8: Utf8Stream::default(),
+                stops: StopStrings::new(&req.stop_strings),
+                text: String::new(),
+            },
+            limit: req.max_tokens.unwrap_or(usize::MAX),
+            req,
+            constraint,
+            generated: Vec::new(),
+            logits,
+            stats: ConstraintStats::default(),
+            cached,
+            prompt_eval: start.elapsed(),
+            decode_start: Instant::now(),
+            finish: None,
+        })
+    }
+
+    /// Advances by one step; returns the finish reason once generation has ended.
+    pub fn step(
+        &mut self,
+        lm: &LoadedModel,
+        session: &mut Session,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<FinishReason>, EngineError> {
+        if self.finish.is_none() {
+            self.finish = self.advance(lm, session, on_text)?;
+            if self.finish == Some(FinishReason::Length) {
+                self.out.flush(on_text);
+            }
+        }
+        Ok(self.finish)
+    }
+
+    fn advance(
+        &mut self,
+        lm: &LoadedModel,
+        session: &mut Session,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<FinishReason>, EngineError> {
+        if self.generated.len() >= self.limit {
+            return Ok(Some(FinishReason::Length));
+        }
+        let mut step: Vec<u32> = Vec::new();
+        if let Some(c) = self.constraint.as_mut() {
+            if c.is_finished() {
+                return Ok(Some(FinishReason::Stop));
+            }
+            step = c.forced_tokens();
+            step.truncate(self.limit - self.generated.len());
+            self.stats.forced += step.len();
+        }
+        if step.is_empty() {
+            let mut l = self.logits.to_vec1::<f32>()?;
+            let token = match self.constraint.as_mut() {
+                None => self.sampler.sample(&mut l, &session.tokens),
+                Some(c) => {
+                    let first = self.sampler.sample(&mut l.clone(), &session.tokens);
+                    if c.allows(first) {
+                        first
+                    } else {
+                        let t = Instant::now();
+                        c.mask(&mut l)?;
+                        self.stats.mask_times.push(t.elapsed());
+                        self.sampler.sample(&mut l, &session.tokens)
+                    }
+                }
+            };
+            step.push(token);
+        }
+        if let Some(c) = self.constraint.as_mut() {
+            let body: Vec<u32> = step.iter().copied().filter(|t| *t != c.eos()).collect();
+            c.consume(&body)?;
+        }
+        for &token in &step {
+            if self.req.stop_tokens.contains(&token) {
+                return Ok(Some(FinishReason::Stop));
+            }
+            self.generated.push(token);
+            if let Some(reason) = self.out.push(lm.tokenizer.token_bytes(token), on_text) {
+                return Ok(Some(reason));
+            }
+        }
+        if session.cache.len() + step.len() > session.cache.capacity()
+            || self.generated.len() >= self.limit
+        {
+            return Ok(Some(FinishReason::Length));
+        }
+        self.logits = lm.model.forward(&step, &mut session.cache)?;
+        session.tokens.extend_from_slice(&step);
+        Ok(None)
+    }
+
+    /// The result; call after `step` returned a finish reason.
+    pub fn into_completion(self) -> Completion {
+        Completion {
+            text: self.out.text,
+            tokens: self.generated,
+            prompt_tokens: self.req.prompt.len(),
+            cached_tokens: self.cached,
+            finish: self.finish.unwrap_or(FinishReason::Cancelled),
+            prompt_eval: self.prompt_eval,
+            eval: self.decode_start.elapsed(),
+            constraint: self.constraint.map(|_| self.stats),
+        }
     }
 }
 
@@ -227,101 +381,12 @@ pub fn generate_constrained(
     lm: &LoadedModel,
     session: &mut Session,
     req: &GenerateRequest,
-    mut constraint: Option<&mut Constraint>,
+    constraint: Option<Constraint>,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Completion, EngineError> {
-    if req.prompt.is_empty() {
-        return Err(EngineError::InvalidInput("the prompt is empty".into()));
-    }
-    let capacity = session.cache.capacity();
-    if req.prompt.len() >= capacity {
-        return Err(EngineError::ContextOverflow {
-            needed: req.prompt.len() + 1,
-            limit: capacity,
-        });
-    }
-    let start = Instant::now();
-    let cached = session.reuse_prefix(&req.prompt);
-    let fresh = &req.prompt[cached..];
-    let mut logits = lm.model.forward(fresh, &mut session.cache)?;
-    session.tokens.extend_from_slice(fresh);
-    let prompt_eval = start.elapsed();
-
-    let mut sampler = Sampler::new(req.sampling.clone());
-    let mut out = Output {
-        utf8: Utf8Stream::default(),
-        stops: StopStrings::new(&req.stop_strings),
-        text: String::new(),
-        on_text,
-    };
-    let mut generated = Vec::new();
-    let mut stats = ConstraintStats::default();
-    let limit = req.max_tokens.unwrap_or(usize::MAX);
-    let decode_start = Instant::now();
-
-    let finish = 'decode: loop {
-        if generated.len() >= limit {
-            break FinishReason::Length;
-        }
-        let mut step: Vec<u32> = Vec::new();
-        if let Some(c) = constraint.as_deref_mut() {
-            if c.is_finished() {
-                break FinishReason::Stop;
-            }
-            step = c.forced_tokens();
-            step.truncate(limit - generated.len());
-            stats.forced += step.len();
-        }
-        if step.is_empty() {
-            let mut l = logits.to_vec1::<f32>()?;
-            let token = match constraint.as_deref_mut() {
-                None => sampler.sample(&mut l, &session.tokens),
-                Some(c) => {
-                    let first = sampler.sample(&mut l.clone(), &session.tokens);
-                    if c.allows(first) {
-                        first
-                    } else {
-                        let t = Instant::now();
-                        c.mask(&mut l)?;
-                        stats.mask_times.push(t.elapsed());
-                        sampler.sample(&mut l, &session.tokens)
-                    }
-                }
-            };
-            step.push(token);
-        }
-        if let Some(c) = constraint.as_deref_mut() {
-            let body: Vec<u32> = step.iter().copied().filter(|t| *t != c.eos()).collect();
-            c.consume(&body)?;
-        }
-        for &token in &step {
-            if req.stop_tokens.contains(&token) {
-                break 'decode FinishReason::Stop;
-            }
-            generated.push(token);
-            if let Some(reason) = out.push(lm.tokenizer.token_bytes(token)) {
-                break 'decode reason;
-            }
-        }
-        if session.cache.len() + step.len() > capacity || generated.len() >= limit {
-            break FinishReason::Length;
-        }
-        logits = lm.model.forward(&step, &mut session.cache)?;
-        session.tokens.extend_from_slice(&step);
-    };
-    if finish == FinishReason::Length {
-        out.flush();
-    }
-    Ok(Completion {
-        text: out.text,
-        tokens: generated,
-        prompt_tokens: req.prompt.len(),
-        cached_tokens: cached,
-        finish,
-        prompt_eval,
-        eval: decode_start.elapsed(),
-        constraint: constraint.map(|_| stats),
-    })
+    let mut g = Generation::start(lm, session, req.clone(), constraint)?;
+    while g.step(lm, session, on_text)?.is_none() {}
+    Ok(g.into_completion())
 }
 
 #[cfg(test)]

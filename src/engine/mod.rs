@@ -48,6 +48,8 @@ pub struct EngineOptions {
     pub max_queue: usize,
     /// Models kept loaded at once; idle ones are unloaded first to make room.
     pub max_loaded: usize,
+    /// Generations one model runs at once, interleaved token by token (OLLAMA_NUM_PARALLEL).
+    pub num_parallel: usize,
     pub keep_alive: KeepAlive,
 }
 
@@ -73,11 +75,11 @@ struct LoadedState {
 }
 
 impl Loaded {
-    /// Bytes this model holds: weights plus the default-size KV cache.
-    pub fn size_bytes(&self, num_ctx: usize) -> u64 {
+    /// Bytes this model holds: weights plus `slots` KV caches of `num_ctx` positions.
+    pub fn size_bytes(&self, num_ctx: usize, slots: usize) -> u64 {
         let c = &self.config;
         let kv = 2 * c.n_layer * c.n_kv_head * c.head_dim * num_ctx.min(c.max_positions) * 4;
-        self.info.file_size + kv as u64
+        self.info.file_size + (kv * slots.max(1)) as u64
     }
 
     /// When the model will be unloaded if no request comes (`None`: not scheduled).
@@ -212,9 +214,10 @@ impl Engine {
             }),
         });
         let default_ctx = self.inner.opts.num_ctx;
+        let slots = self.inner.opts.num_parallel;
         std::thread::Builder::new()
             .name(format!("model {}", resolved.name))
-            .spawn(move || worker::run(lm, default_ctx, rx))
+            .spawn(move || worker::run(lm, default_ctx, slots, rx))
             .map_err(|e| EngineError::Device(format!("cannot start the model thread: {e}")))?;
         models.insert(resolved.name, loaded.clone());
         Ok((loaded, load_duration))

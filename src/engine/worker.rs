@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::generate::{generate_constrained, GenerateRequest, Session};
+use super::generate::{GenerateRequest, Generation, Session};
 use super::model::LoadedModel;
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
 use super::template::ChatMessage;
@@ -25,21 +25,101 @@ pub(crate) struct Job {
     pub _permit: super::Permit,
 }
 
-pub(crate) fn run(lm: LoadedModel, default_ctx: usize, jobs: Receiver<Job>) {
-    let mut session: Option<Session> = None;
-    for job in jobs {
-        if job.events.is_closed() {
-            continue; // the client left while queued
+/// A generation in progress in one of the worker's slots.
+struct Active {
+    generation: Generation,
+    session: Session,
+    events: UnboundedSender<Event>,
+    prompt: Vec<u32>,
+    truncated: bool,
+    started: Instant,
+    _permit: super::Permit,
+}
+
+/// Serves jobs until the engine drops the sender. Up to `slots` generations run interleaved a
+/// token at a time (each with its own KV cache); embeddings run between steps. Finished
+/// sessions go back to a pool and keep their KV state, so the next request that shares a
+/// prefix with one of them (chat history, the classifier's instructions) skips that prefix.
+pub(crate) fn run(lm: LoadedModel, default_ctx: usize, slots: usize, jobs: Receiver<Job>) {
+    let slots = slots.max(1);
+    let mut pool: Vec<Session> = Vec::new();
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        // Admit new work: block only when idle.
+        while active.len() < slots {
+            let job = if active.is_empty() {
+                match jobs.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                }
+            };
+            if job.events.is_closed() {
+                continue; // the client left while queued
+            }
+            match job.task {
+                Task::Embed(t) => {
+                    if let Err(e) = run_embed(&lm, t, &job.events) {
+                        let _ = job.events.send(Event::Error(e));
+                    }
+                }
+                Task::Generate(t) => match start_generate(&lm, &mut pool, default_ctx, t) {
+                    Ok((generation, session, prompt, truncated)) => active.push(Active {
+                        generation,
+                        session,
+                        events: job.events,
+                        prompt,
+                        truncated,
+                        started: Instant::now(),
+                        _permit: job._permit,
+                    }),
+                    Err((e, session)) => {
+                        pool.extend(session);
+                        let _ = job.events.send(Event::Error(e));
+                    }
+                },
+            }
         }
-        let events = job.events.clone();
-        let result = match job.task {
-            Task::Generate(t) => run_generate(&lm, &mut session, default_ctx, t, &events),
-            Task::Embed(t) => run_embed(&lm, t, &events),
-        };
-        if let Err(e) = result {
-            let _ = events.send(Event::Error(e));
+        // One step of every running generation, round robin.
+        let mut i = 0;
+        while i < active.len() {
+            let a = &mut active[i];
+            let events = a.events.clone();
+            let step = a.generation.step(&lm, &mut a.session, &mut |text| {
+                events.send(Event::Text(text.to_owned())).is_ok()
+            });
+            match step {
+                Ok(None) => i += 1,
+                Ok(Some(_)) | Err(_) => {
+                    let a = active.swap_remove(i);
+                    finish(a, step.err(), &mut pool);
+                }
+            }
         }
     }
+}
+
+fn finish(a: Active, error: Option<EngineError>, pool: &mut Vec<Session>) {
+    if let Some(e) = error {
+        let _ = a.events.send(Event::Error(e));
+        // The cache may hold half-written positions: do not reuse it.
+        drop(a.session);
+        return;
+    }
+    let done = a.generation.into_completion();
+    let mut context = a.prompt;
+    context.extend_from_slice(&done.tokens);
+    let _ = a.events.send(Event::Done(Generated {
+        completion: done,
+        context,
+        truncated: a.truncated,
+        total: a.started.elapsed(),
+    }));
+    pool.push(a.session);
 }
 
 /// Prompt tokens for a task, before any fitting to the context.
@@ -125,57 +205,74 @@ fn fit_prompt(
     Ok((ids, true))
 }
 
-fn run_generate(
+/// A session for `prompt` from the pool: the one sharing the longest prefix, else a new one.
+/// Caches of another context size are dropped. Sessions are either running or pooled, and a
+/// new one is made only when the pool has none, so there are never more than `slots`.
+fn take_session(
     lm: &LoadedModel,
-    session: &mut Option<Session>,
+    pool: &mut Vec<Session>,
+    num_ctx: usize,
+    prompt: &[u32],
+) -> Result<Session, EngineError> {
+    pool.retain(|s| s.cache.capacity() == num_ctx);
+    let shared = |s: &Session| {
+        s.tokens()
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let best = pool
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| shared(s))
+        .map(|(i, _)| i);
+    match best {
+        Some(i) => Ok(pool.swap_remove(i)),
+        None => Ok(Session::new(lm.model.new_cache(num_ctx)?)),
+    }
+}
+
+type Started = (Generation, Session, Vec<u32>, bool);
+
+fn start_generate(
+    lm: &LoadedModel,
+    pool: &mut Vec<Session>,
     default_ctx: usize,
     t: GenerateTask,
-    events: &UnboundedSender<Event>,
-) -> Result<(), EngineError> {
+) -> Result<Started, (EngineError, Option<Session>)> {
     let num_ctx = t
         .num_ctx
         .unwrap_or(default_ctx)
         .clamp(16, lm.model.config().max_positions);
-    // Keep the cached KV state (the prefix cache) unless the context size changes.
-    if session
-        .as_ref()
-        .is_none_or(|s| s.cache.capacity() != num_ctx)
-    {
-        *session = None;
-        *session = Some(Session::new(lm.model.new_cache(num_ctx)?));
-    }
-    let session = session.as_mut().expect("session exists");
     // Leave room to answer: what was asked for, within reason.
     let reserve = t.num_predict.unwrap_or(256).clamp(1, num_ctx / 4);
-    let (prompt, truncated) = fit_prompt(lm, &t.input, num_ctx - reserve, t.truncate)?;
-    let max_tokens = t
-        .num_predict
-        .unwrap_or(usize::MAX)
-        .min(num_ctx - prompt.len());
+    let (prompt, truncated) =
+        fit_prompt(lm, &t.input, num_ctx - reserve, t.truncate).map_err(|e| (e, None))?;
+    let constraint = match &t.format {
+        Some(f) => Some(
+            lm.constraints()
+                .and_then(|c| c.matcher(f))
+                .map_err(|e| (e, None))?,
+        ),
+        None => None,
+    };
+    let mut session = take_session(lm, pool, num_ctx, &prompt).map_err(|e| (e, None))?;
     let req = GenerateRequest {
         prompt: prompt.clone(),
         sampling: t.sampling,
-        max_tokens: Some(max_tokens),
+        max_tokens: Some(
+            t.num_predict
+                .unwrap_or(usize::MAX)
+                .min(num_ctx - prompt.len()),
+        ),
         stop_tokens: lm.stop_tokens(),
         stop_strings: t.stop,
     };
-    let mut constraint = match &t.format {
-        Some(f) => Some(lm.constraints()?.matcher(f)?),
-        None => None,
-    };
-    let start = Instant::now();
-    let done = generate_constrained(lm, session, &req, constraint.as_mut(), &mut |text| {
-        events.send(Event::Text(text.to_owned())).is_ok()
-    })?;
-    let mut context = prompt;
-    context.extend_from_slice(&done.tokens);
-    let _ = events.send(Event::Done(Generated {
-        completion: done,
-        context,
-        truncated,
-        total: start.elapsed(),
-    }));
-    Ok(())
+    match Generation::start(lm, &mut session, req, constraint) {
+        Ok(g) => Ok((g, session, prompt, truncated)),
+        Err(e) => Err((e, Some(session))),
+    }
 }
 
 fn run_embed(
