@@ -240,24 +240,19 @@ fn start_generate(
     pool: &mut Vec<Session>,
     default_ctx: usize,
     t: GenerateTask,
-) -> Result<Started, (EngineError, Option<Session>)> {
+) -> Result<Started, EngineError> {
     let num_ctx = t
         .num_ctx
         .unwrap_or(default_ctx)
         .clamp(16, lm.model.config().max_positions);
     // Leave room to answer: what was asked for, within reason.
     let reserve = t.num_predict.unwrap_or(256).clamp(1, num_ctx / 4);
-    let (prompt, truncated) =
-        fit_prompt(lm, &t.input, num_ctx - reserve, t.truncate).map_err(|e| (e, None))?;
+    let (prompt, truncated) = fit_prompt(lm, &t.input, num_ctx - reserve, t.truncate)?;
     let constraint = match &t.format {
-        Some(f) => Some(
-            lm.constraints()
-                .and_then(|c| c.matcher(f))
-                .map_err(|e| (e, None))?,
-        ),
+        Some(f) => Some(lm.constraints()?.matcher(f)?),
         None => None,
     };
-    let mut session = take_session(lm, pool, num_ctx, &prompt).map_err(|e| (e, None))?;
+    let mut session = take_session(lm, pool, num_ctx, &prompt)?;
     let req = GenerateRequest {
         prompt: prompt.clone(),
         sampling: t.sampling,
@@ -271,7 +266,11 @@ fn start_generate(
     };
     match Generation::start(lm, &mut session, req, constraint) {
         Ok(g) => Ok((g, session, prompt, truncated)),
-        Err(e) => Err((e, Some(session))),
+        Err(e) => {
+            // Prompt evaluation failed before committing any position: the cache is intact.
+            pool.push(session);
+            Err(e)
+        }
     }
 }
 
