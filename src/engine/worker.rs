@@ -77,8 +77,7 @@ pub(crate) fn run(lm: LoadedModel, default_ctx: usize, slots: usize, jobs: Recei
                         started: Instant::now(),
                         _permit: job._permit,
                     }),
-                    Err((e, session)) => {
-                        pool.extend(session);
+                    Err(e) => {
                         let _ = job.events.send(Event::Error(e));
                     }
                 },
