@@ -27,6 +27,26 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure prefill and decode speed.
     Bench(BenchArgs),
+    /// Download a model named in a manifest (from the Hugging Face hub or HF_ENDPOINT).
+    Pull(PullArgs),
+    /// List the models that are present.
+    List(ListArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Model name, e.g. llama3.2:1b.
+    pub model: String,
+    #[arg(long, env = "CANDLELIGHT_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[arg(long, env = "CANDLELIGHT_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    #[arg(long, env = "OLLAMA_MODELS")]
+    pub ollama_models: Option<PathBuf>,
 }
 
 /// Where models live and how they run.

@@ -6,4 +6,5 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod pull;
 pub mod store;

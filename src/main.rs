@@ -6,7 +6,7 @@ use clap::Parser;
 
 use candlelight::bench::BenchSetup;
 use candlelight::config::{
-    parse_host, BenchArgs, Cli, Command, GenerateArgs, RuntimeArgs, ServeArgs,
+    parse_host, BenchArgs, Cli, Command, GenerateArgs, ListArgs, PullArgs, RuntimeArgs, ServeArgs,
 };
 use candlelight::engine::device::{default_threads, set_cpu_threads};
 use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, SamplingParams};
@@ -26,6 +26,8 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Generate(args) => generate(args),
         Command::Bench(args) => bench(args),
+        Command::Pull(args) => pull(args),
+        Command::List(args) => list(args),
     }
 }
 
@@ -239,4 +241,46 @@ fn serve(args: ServeArgs) -> Result<()> {
         .await?;
         Ok(())
     })
+}
+
+fn pull(args: PullArgs) -> Result<()> {
+    let store = ModelStore::new(&args.models_dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let printer = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let p: candlelight::pull::Progress = p;
+                match (p.completed, p.total) {
+                    (Some(c), Some(t)) => {
+                        eprintln!("{} {:.0}%", p.status, c as f64 * 100.0 / t as f64)
+                    }
+                    _ => eprintln!("{}", p.status),
+                }
+            }
+        });
+        let r = candlelight::pull::pull(&store, &args.model, &tx).await;
+        drop(tx);
+        let _ = printer.await;
+        r.with_context(|| format!("pulling {}", args.model))
+    })
+}
+
+fn list(args: ListArgs) -> Result<()> {
+    let ollama_dir = args.ollama_models.or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".ollama/models"))
+    });
+    let store = ModelStore::new(&args.models_dir).with_ollama_dir(ollama_dir);
+    println!("{:<32} {:>10}  PATH", "NAME", "SIZE");
+    for m in store.list()? {
+        println!(
+            "{:<32} {:>7.0} MB  {}",
+            m.name,
+            m.size as f64 / 1e6,
+            m.path.display()
+        );
+    }
+    Ok(())
 }

@@ -753,37 +753,43 @@ struct PullBody {
     stream: Option<bool>,
 }
 
-/// Models already present succeed at once; downloading needs the model hub, which this server
-/// does not reach yet, so anything else fails with a message that says how to get the file.
+/// Downloads a model named by a manifest with a hub source, streaming Ollama's progress
+/// lines; a model already present succeeds at once.
 pub async fn pull(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    use crate::pull::PullError;
     let b: PullBody = json_body(&body)?;
     let model = b
         .model
         .ok_or_else(|| ApiError::bad_request("model is required"))?;
-    match state.engine.store().resolve(&model) {
-        Ok(_) => {
-            let steps = [
-                json!({"status": "pulling manifest"}),
-                json!({"status": "success"}),
-            ];
-            if b.stream.unwrap_or(true) {
-                let body: String = steps.iter().map(|s| format!("{s}\n")).collect();
-                Ok((
-                    [(header::CONTENT_TYPE, "application/x-ndjson")],
-                    Body::from(body),
-                )
-                    .into_response())
-            } else {
-                Ok(Json(json!({"status": "success"})).into_response())
+    let to_api = |e: PullError| match e {
+        PullError::UnknownModel => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        PullError::NoSource(_) => ApiError::bad_request(e.to_string()),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    };
+    crate::pull::check(state.engine.store(), &model).map_err(to_api)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::pull::Progress>(16);
+    let store = state.engine.store().clone();
+    let task = tokio::spawn(async move { crate::pull::pull(&store, &model, &tx).await });
+    if !b.stream.unwrap_or(true) {
+        while rx.recv().await.is_some() {}
+        task.await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(to_api)?;
+        return Ok(Json(json!({"status": "success"})).into_response());
+    }
+    let (lines, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    tokio::spawn(async move {
+        let line = |v: Value| Ok(Bytes::from(format!("{v}\n")));
+        while let Some(p) = rx.recv().await {
+            if lines.send(line(json!(p))).await.is_err() {
+                return;
             }
         }
-        Err(crate::store::StoreError::NotFound(_)) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "pull model manifest: file does not exist",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("downloading models is not available on this server: {e}"),
-        )),
-    }
+        // Mid-stream failures are an extra error line, as Ollama sends them.
+        if let Ok(Err(e)) = task.await {
+            let _ = lines.send(line(json!({"error": e.to_string()}))).await;
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(body));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

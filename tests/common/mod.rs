@@ -67,6 +67,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra_args: &[&str]) -> Server {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    pub fn start_with_env(extra_args: &[&str], envs: &[(&str, &str)]) -> Server {
         let models_dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(models_dir.path().join("cache")).unwrap();
         std::os::unix::fs::symlink(
@@ -81,6 +85,7 @@ impl Server {
             .env("CANDLELIGHT_MODELS_DIR", models_dir.path())
             .env("OLLAMA_MODELS", models_dir.path().join("no-ollama"))
             .env("RUST_LOG", "candlelight=info")
+            .envs(envs.iter().copied())
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -1,0 +1,209 @@
+//! Downloading a model a manifest names (`source = { hf = "org/repo", path = "file.gguf" }`)
+//! from the Hugging Face hub (or a mirror: `HF_ENDPOINT`), with Ollama-style progress.
+//! The file lands in `models/cache/` only after it is complete and its sha256 (when the
+//! manifest gives one) matches.
+
+use std::path::PathBuf;
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::Sender;
+
+use crate::store::{canonical_name, ModelStore, StoreError};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Progress {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+}
+
+impl Progress {
+    fn status(s: impl Into<String>) -> Self {
+        Self {
+            status: s.into(),
+            digest: None,
+            total: None,
+            completed: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("pull model manifest: file does not exist")]
+    UnknownModel,
+    #[error("model '{0}' has no download source; place the file in the models cache by hand")]
+    NoSource(String),
+    #[error(
+        "cannot download {url}: {reason}. Is this machine online? Otherwise copy the file to {dest}"
+    )]
+    Download {
+        url: String,
+        reason: String,
+        dest: String,
+    },
+    #[error("digest mismatch for {file}: expected sha256 {expected}, got {actual}")]
+    Digest {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PullError + '_ {
+    move |source| PullError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The hub's address: `HF_ENDPOINT` (a mirror, or a test server) or huggingface.co.
+pub fn hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "https://huggingface.co".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// What `pull` would do, decided without network: `Ok(true)` when the model is present,
+/// `Ok(false)` when it can be downloaded, an error when it cannot.
+pub fn check(store: &ModelStore, name: &str) -> Result<bool, PullError> {
+    if store.resolve(name).is_ok() {
+        return Ok(true);
+    }
+    source_of(store, name).map(|_| false)
+}
+
+struct Source {
+    manifest: crate::store::Manifest,
+    repo: String,
+    path: String,
+}
+
+fn source_of(store: &ModelStore, name: &str) -> Result<Source, PullError> {
+    let canonical = canonical_name(name);
+    let (base, tag) = canonical.rsplit_once(':').unwrap_or((&canonical, "latest"));
+    let manifest = store
+        .manifests()?
+        .into_iter()
+        .rev()
+        .find(|m| m.name.eq_ignore_ascii_case(base) && m.tags.iter().any(|t| t == tag))
+        .ok_or(PullError::UnknownModel)?;
+    let source = manifest.source.as_ref();
+    match (
+        source.and_then(|s| s.get("hf")).and_then(|v| v.as_str()),
+        source.and_then(|s| s.get("path")).and_then(|v| v.as_str()),
+    ) {
+        (Some(repo), Some(path)) => Ok(Source {
+            repo: repo.to_owned(),
+            path: path.to_owned(),
+            manifest,
+        }),
+        _ => Err(PullError::NoSource(canonical)),
+    }
+}
+
+/// Fetches `name` if it is not present. Progress goes to `progress` (a closed receiver only
+/// stops the reports, not the download).
+pub async fn pull(
+    store: &ModelStore,
+    name: &str,
+    progress: &Sender<Progress>,
+) -> Result<(), PullError> {
+    let report = |p: Progress| async move {
+        let _ = progress.send(p).await;
+    };
+    report(Progress::status("pulling manifest")).await;
+    if store.resolve(name).is_ok() {
+        report(Progress::status("success")).await;
+        return Ok(());
+    }
+    let Source {
+        manifest,
+        repo,
+        path,
+    } = source_of(store, name)?;
+    let url = format!("{}/{repo}/resolve/main/{path}", hub_endpoint());
+    let dest: PathBuf = store.cache_dir().join(&manifest.file);
+    let fail = |reason: String| PullError::Download {
+        url: url.clone(),
+        reason,
+        dest: dest.display().to_string(),
+    };
+    let mut req = reqwest::Client::new().get(&url);
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("HTTP {}", resp.status())));
+    }
+    let total = resp.content_length();
+    let digest = manifest
+        .sha256
+        .clone()
+        .map(|d| format!("sha256:{d}"))
+        .unwrap_or_else(|| format!("{repo}/{path}"));
+    std::fs::create_dir_all(store.cache_dir()).map_err(io(store.cache_dir()))?;
+    let part = dest.with_extension("part");
+    let mut file = tokio::fs::File::create(&part).await.map_err(io(&part))?;
+    let mut hasher = Sha256::new();
+    let mut completed = 0u64;
+    let mut last_report = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| fail(e.to_string()))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io(&part))?;
+        completed += chunk.len() as u64;
+        // A report per ~1% (or 8 MiB) keeps the stream readable for multi-GB files.
+        let step = total.map_or(8 << 20, |t| (t / 100).max(1 << 20));
+        if completed - last_report >= step || Some(completed) == total {
+            last_report = completed;
+            report(Progress {
+                status: format!("pulling {digest}"),
+                digest: Some(digest.clone()),
+                total,
+                completed: Some(completed),
+            })
+            .await;
+        }
+    }
+    file.flush().await.map_err(io(&part))?;
+    drop(file);
+    report(Progress::status("verifying sha256 digest")).await;
+    let actual: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if let Some(expected) = &manifest.sha256 {
+        if !expected.eq_ignore_ascii_case(&actual) {
+            let _ = std::fs::remove_file(&part);
+            return Err(PullError::Digest {
+                file: manifest.file.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    report(Progress::status("writing manifest")).await;
+    std::fs::rename(&part, &dest).map_err(io(&dest))?;
+    report(Progress::status("success")).await;
+    Ok(())
+}
