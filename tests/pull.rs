@@ -95,8 +95,8 @@ fn pull_downloads_verifies_and_serves_the_model() {
     assert!(statuses.contains(&"verifying sha256 digest"));
     let last_progress = lines
         .iter()
-        .filter(|l| l["completed"].is_u64())
-        .last()
+        .rev()
+        .find(|l| l["completed"].is_u64())
         .unwrap();
     assert_eq!(last_progress["completed"], last_progress["total"]);
     assert_eq!(last_progress["digest"], format!("sha256:{SHA}"));
