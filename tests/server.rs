@@ -338,6 +338,32 @@ fn context_continues_a_conversation_and_load_unload_work() {
         ctx2.starts_with(&context),
         "the new context extends the old one"
     );
+    // A request's own template replaces the model's.
+    let (st, v) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "Hi", "stream": false,
+        "template": "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n",
+        "options": {"num_predict": 3}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    // <|im_start|> user \n Hi <|im_end|> \n <|im_start|> assistant(2) \n: no default system turn.
+    assert_eq!(v["prompt_eval_count"], 10, "{v}");
+    assert_eq!(
+        v["context"][0], 1,
+        "the template's <|im_start|> is a control token"
+    );
+    let (st, v) = post(
+        &s,
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "Hi",
+        "template": "{{ range .Messages }}{{ end }}"}),
+    );
+    assert_eq!(st, 400);
+    assert!(
+        v["error"].as_str().unwrap().contains("unsupported action"),
+        "{v}"
+    );
     // Raw mode returns no context.
     let (_, raw) = post(
         &s,

@@ -244,16 +244,19 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
             c.model
         )));
     }
-    if b.template.as_deref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request(
-            "custom prompt templates are not supported; send the prompt with raw: true instead",
-        ));
-    }
     if b.prompt.is_empty() {
         return load_or_unload(&state, &c, false).await;
     }
+    let template = b.template.filter(|t| !t.is_empty());
     let input = if b.raw {
         PromptInput::Raw(b.prompt)
+    } else if let Some(template) = template {
+        PromptInput::Template {
+            template,
+            system: b.system.unwrap_or_default(),
+            prompt: b.prompt,
+            context: b.context.unwrap_or_default(),
+        }
     } else {
         let mut messages = Vec::new();
         if let Some(s) = b.system.filter(|s| !s.is_empty()) {

@@ -284,7 +284,12 @@ impl Engine {
         keep_alive: Option<KeepAlive>,
     ) -> Result<Submission, EngineError> {
         let (model, load_duration) = self.acquire(name).await?;
-        self.submit(model, Task::Generate(task), keep_alive, load_duration)
+        self.submit(
+            model,
+            Task::Generate(Box::new(task)),
+            keep_alive,
+            load_duration,
+        )
     }
 
     pub async fn embed(

@@ -20,6 +20,13 @@ pub enum PromptInput {
         context: Vec<u32>,
         messages: Vec<ChatMessage>,
     },
+    /// The request's own Go-style template (Ollama's `template`), after any `context`.
+    Template {
+        template: String,
+        system: String,
+        prompt: String,
+        context: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]

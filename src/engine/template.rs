@@ -185,6 +185,116 @@ fn chatml_default_system(src: &str) -> Option<String> {
     Some(src[start..end].replace("\\n", "\n"))
 }
 
+/// A request's own prompt template (Ollama's `template` field) in the subset of Go's
+/// text/template that single-turn templates use: `{{ .System }}`, `{{ .Prompt }}`,
+/// `{{ .Response }}` (always empty: the model writes it), `{{ if .X }}…{{ else }}…{{ end }}`,
+/// and `{{-`/`-}}` whitespace trimming. Control tokens written in the template are control
+/// tokens; the substituted values never are.
+pub fn render_go_template(
+    template: &str,
+    system: &str,
+    prompt: &str,
+    tok: &Tokenizer,
+) -> Result<Vec<u32>, EngineError> {
+    let bad = |m: String| EngineError::InvalidInput(format!("template: {m}"));
+    let value = |name: &str| -> Result<&str, EngineError> {
+        match name {
+            ".System" => Ok(system),
+            ".Prompt" => Ok(prompt),
+            ".Response" => Ok(""),
+            other => Err(bad(format!("unsupported field {other}"))),
+        }
+    };
+    // (literal?, text) segments in output order.
+    let mut out: Vec<(bool, String)> = Vec::new();
+    // For each open `if`: (parent active, this branch active).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let active = |stack: &[(bool, bool)]| stack.last().is_none_or(|(p, b)| *p && *b);
+    let mut rest = template;
+    let mut trim_next = false;
+    while !rest.is_empty() {
+        let (lit, action) = match rest.find("{{") {
+            Some(i) => (&rest[..i], Some(&rest[i + 2..])),
+            None => (rest, None),
+        };
+        let mut lit = if trim_next { lit.trim_start() } else { lit };
+        let Some(after) = action else {
+            if active(&stack) {
+                out.push((true, lit.to_owned()));
+            }
+            break;
+        };
+        let end = after.find("}}").ok_or_else(|| bad("unclosed {{".into()))?;
+        let mut inner = &after[..end];
+        if let Some(s) = inner.strip_prefix('-') {
+            lit = lit.trim_end();
+            inner = s;
+        }
+        trim_next = inner.ends_with('-');
+        let inner = inner.trim_end_matches('-').trim();
+        if active(&stack) {
+            out.push((true, lit.to_owned()));
+        }
+        rest = &after[end + 2..];
+        let words: Vec<&str> = inner.split_whitespace().collect();
+        match words.as_slice() {
+            ["if", field] => {
+                let parent = active(&stack);
+                stack.push((parent, !value(field)?.is_empty()));
+            }
+            ["else"] => {
+                let top = stack
+                    .last_mut()
+                    .ok_or_else(|| bad("else without if".into()))?;
+                top.1 = !top.1;
+            }
+            ["end"] => {
+                stack.pop().ok_or_else(|| bad("end without if".into()))?;
+            }
+            [field] if field.starts_with('.') => {
+                if active(&stack) {
+                    out.push((false, value(field)?.to_owned()));
+                }
+            }
+            _ => return Err(bad(format!("unsupported action {{{{ {inner} }}}}"))),
+        }
+    }
+    if !stack.is_empty() {
+        return Err(bad("if without end".into()));
+    }
+    // Literal text may hold control tokens; values are plain text. Adjacent text is encoded
+    // together so BPE sees the same string a full render would give it.
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    for (literal, s) in out {
+        if !literal {
+            text.push_str(&s);
+            continue;
+        }
+        let mut s = s.as_str();
+        while !s.is_empty() {
+            match tok.find_special(s) {
+                Some((at, len, id)) => {
+                    text.push_str(&s[..at]);
+                    if !text.is_empty() {
+                        ids.extend(tok.encode(&std::mem::take(&mut text))?);
+                    }
+                    ids.push(id);
+                    s = &s[at + len..];
+                }
+                None => {
+                    text.push_str(s);
+                    s = "";
+                }
+            }
+        }
+    }
+    if !text.is_empty() {
+        ids.extend(tok.encode(&text)?);
+    }
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,6 +331,16 @@ impl Tokenizer {
         self.special_by_name.get(name).copied()
     }
 
+    /// The first control token written out in `text`: (byte offset, length, id). Longest
+    /// name wins where two start at the same place.
+    pub fn find_special(&self, text: &str) -> Option<(usize, usize, u32)> {
+        self.special_by_name
+            .iter()
+            .filter(|(name, _)| !name.is_empty())
+            .filter_map(|(name, id)| text.find(name.as_str()).map(|at| (at, name.len(), *id)))
+            .min_by_key(|(at, len, _)| (*at, std::cmp::Reverse(*len)))
+    }
+
     pub fn is_special(&self, id: u32) -> bool {
         self.special.get(id as usize).copied().unwrap_or(false)
     }

@@ -10,11 +10,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::generate::{GenerateRequest, Generation, Session};
 use super::model::LoadedModel;
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
-use super::template::ChatMessage;
+use super::template::{render_go_template, ChatMessage};
 use super::EngineError;
 
 pub(crate) enum Task {
-    Generate(GenerateTask),
+    Generate(Box<GenerateTask>),
     Embed(EmbedTask),
 }
 
@@ -67,7 +67,7 @@ pub(crate) fn run(lm: LoadedModel, default_ctx: usize, slots: usize, jobs: Recei
                         let _ = job.events.send(Event::Error(e));
                     }
                 }
-                Task::Generate(t) => match start_generate(&lm, &mut pool, default_ctx, t) {
+                Task::Generate(t) => match start_generate(&lm, &mut pool, default_ctx, *t) {
                     Ok((generation, session, prompt, truncated)) => active.push(Active {
                         generation,
                         session,
@@ -138,6 +138,16 @@ fn render(lm: &LoadedModel, input: &PromptInput) -> Result<Vec<u32>, EngineError
         PromptInput::Continue { context, messages } => {
             let mut ids = context.clone();
             ids.extend(lm.template.render(messages, true, &lm.tokenizer)?);
+            Ok(ids)
+        }
+        PromptInput::Template {
+            template,
+            system,
+            prompt,
+            context,
+        } => {
+            let mut ids = context.clone();
+            ids.extend(render_go_template(template, system, prompt, &lm.tokenizer)?);
             Ok(ids)
         }
     }
