@@ -59,14 +59,7 @@ fn open(model: &str, rt: &RuntimeArgs) -> Result<(LoadedModel, String, usize, f6
 fn generate(args: GenerateArgs) -> Result<()> {
     let (lm, device, threads, load_s) = open(&args.model, &args.runtime)?;
     let prompt = if args.raw {
-        let mut ids: Vec<u32> = lm
-            .tokenizer
-            .bos
-            .filter(|_| lm.tokenizer.add_bos)
-            .into_iter()
-            .collect();
-        ids.extend(lm.tokenizer.encode(&args.prompt)?);
-        ids
+        lm.raw_prompt(&args.prompt)?
     } else {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {

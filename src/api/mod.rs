@@ -79,6 +79,21 @@ fn allowed_origin(origin: &str) -> bool {
         .any(|s| origin.starts_with(s))
 }
 
+/// The request's model name, which must be given and known (404 otherwise).
+pub(crate) fn require_model(state: &AppState, model: Option<&str>) -> Result<String, ApiError> {
+    let model = model
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::bad_request("model is required"))?
+        .to_owned();
+    state
+        .engine
+        .store()
+        .resolve(&model)
+        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+    Ok(model)
+}
+
 /// Waits for the first event of a request. Errors that happen before any output (bad prompt,
 /// context overflow) become a proper status code instead of a line in a 200 stream.
 pub(crate) async fn first_event(

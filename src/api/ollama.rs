@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::params::{json_body, keep_alive, now_rfc3339, rfc3339, Options};
-use super::{collect, first_event, AppState};
+use super::{collect, first_event, require_model, AppState};
 use crate::engine::{
     ChatMessage, ChatTemplate, EmbedTask, Event, Format, GenerateTask, Generated, KeepAlive,
     Loaded, ModelInfo, PromptInput,
@@ -96,16 +96,7 @@ struct Common {
 }
 
 fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
-    let model = b
-        .model
-        .clone()
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("model is required"))?;
-    state
-        .engine
-        .store()
-        .resolve(&model)
-        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+    let model = require_model(state, b.model.as_deref())?;
     if b.top_logprobs.is_some_and(|n| !(0..=20).contains(&n)) {
         return Err(ApiError::bad_request(
             "top_logprobs must be between 0 and 20",

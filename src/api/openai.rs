@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::ollama::embed_texts;
 use super::params::{json_body, Options};
-use super::{collect, event_stream, first_event, AppState};
+use super::{collect, event_stream, first_event, require_model, AppState};
 use crate::engine::{ChatMessage, Event, Format, GenerateTask, Generated, PromptInput};
 
 /// An [`ApiError`] in OpenAI's `{"error": {"message", "type", ...}}` shape.
@@ -142,16 +142,7 @@ fn options(s: &Sampling) -> Result<Options, ApiError> {
 }
 
 fn check(state: &AppState, s: &Sampling) -> Result<String, ApiError> {
-    let model = s
-        .model
-        .clone()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::bad_request("model is required"))?;
-    state
-        .engine
-        .store()
-        .resolve(&model)
-        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+    let model = require_model(state, s.model.as_deref())?;
     if !s.tools.is_empty() {
         return Err(ApiError::bad_request(format!(
             "\"{model}\" does not support tools"

@@ -163,6 +163,18 @@ impl LoadedModel {
         self.template.render(messages, true, &self.tokenizer)
     }
 
+    /// Prompt tokens for text sent as is (no template): BOS first if the model wants one.
+    pub fn raw_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self
+            .tokenizer
+            .bos
+            .filter(|_| self.tokenizer.add_bos)
+            .into_iter()
+            .collect();
+        ids.extend(self.tokenizer.encode(text)?);
+        Ok(ids)
+    }
+
     /// Token ids that end an answer.
     pub fn stop_tokens(&self) -> Vec<u32> {
         self.template.stop_tokens(&self.tokenizer)

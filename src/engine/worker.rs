@@ -125,16 +125,7 @@ fn finish(a: Active, error: Option<EngineError>, pool: &mut Vec<Session>) {
 fn render(lm: &LoadedModel, input: &PromptInput) -> Result<Vec<u32>, EngineError> {
     match input {
         PromptInput::Chat(messages) => lm.chat_prompt(messages),
-        PromptInput::Raw(text) => {
-            let mut ids: Vec<u32> = lm
-                .tokenizer
-                .bos
-                .filter(|_| lm.tokenizer.add_bos)
-                .into_iter()
-                .collect();
-            ids.extend(lm.tokenizer.encode(text)?);
-            Ok(ids)
-        }
+        PromptInput::Raw(text) => lm.raw_prompt(text),
         PromptInput::Continue { context, messages } => {
             let mut ids = context.clone();
             ids.extend(lm.template.render(messages, true, &lm.tokenizer)?);
