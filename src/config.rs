@@ -27,10 +27,32 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure prefill and decode speed.
     Bench(BenchArgs),
+    /// Classify a document's text against a taxonomy (no Paperless needed).
+    Classify(ClassifyArgs),
     /// Download a model named in a manifest (from the Hugging Face hub or HF_ENDPOINT).
     Pull(PullArgs),
     /// List the models that are present.
     List(ListArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClassifyArgs {
+    /// Model used for classification (the Paperless connector's OLLAMA_MODEL).
+    #[arg(long, short, env = "OLLAMA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Taxonomy JSON: {"tags": [...], "correspondents": [...], "document_types": [...]},
+    /// each item {"id", "name"} as Paperless's API returns them.
+    #[arg(long)]
+    pub taxonomy: PathBuf,
+    /// A text file with the document's content.
+    #[arg(long, conflicts_with = "batch", required_unless_present = "batch")]
+    pub file: Option<PathBuf>,
+    /// JSON lines of {"id", "content"}: writes one prediction per line to stdout
+    /// (the format ../shared/eval/score.py reads).
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -158,6 +180,10 @@ pub struct ServeArgs {
     /// cache); further requests wait in the queue.
     #[arg(long, env = "OLLAMA_NUM_PARALLEL", default_value_t = 1)]
     pub num_parallel: usize,
+    /// Model /api/classify uses when the request names none (the Paperless connector's
+    /// OLLAMA_MODEL).
+    #[arg(long, env = "OLLAMA_MODEL", default_value = DEFAULT_MODEL)]
+    pub classify_model: String,
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "CANDLELIGHT_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,

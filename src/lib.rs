@@ -6,5 +6,6 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod paperless;
 pub mod pull;
 pub mod store;

@@ -6,7 +6,8 @@ use clap::Parser;
 
 use candlelight::bench::BenchSetup;
 use candlelight::config::{
-    parse_host, BenchArgs, Cli, Command, GenerateArgs, ListArgs, PullArgs, RuntimeArgs, ServeArgs,
+    parse_host, BenchArgs, ClassifyArgs, Cli, Command, GenerateArgs, ListArgs, PullArgs,
+    RuntimeArgs, ServeArgs,
 };
 use candlelight::engine::device::{default_threads, set_cpu_threads};
 use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, SamplingParams};
@@ -26,6 +27,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Generate(args) => generate(args),
         Command::Bench(args) => bench(args),
+        Command::Classify(args) => classify(args),
         Command::Pull(args) => pull(args),
         Command::List(args) => list(args),
     }
@@ -181,6 +183,69 @@ fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The engine as the server runs it, for a command-line job.
+fn cli_engine(rt: &RuntimeArgs) -> Result<engine::Engine> {
+    let threads = rt.threads.unwrap_or_else(default_threads);
+    set_cpu_threads(threads);
+    let device = engine::select_device(rt.device)?;
+    Ok(engine::Engine::new(
+        ModelStore::new(&rt.models_dir),
+        engine::EngineOptions {
+            device,
+            num_ctx: rt.num_ctx,
+            max_queue: 16,
+            max_loaded: 1,
+            num_parallel: 1,
+            keep_alive: engine::KeepAlive::Forever,
+        },
+    ))
+}
+
+fn classify(args: ClassifyArgs) -> Result<()> {
+    use candlelight::paperless::{classify, Taxonomy};
+    let taxonomy: Taxonomy = serde_json::from_str(
+        &std::fs::read_to_string(&args.taxonomy)
+            .with_context(|| format!("reading {}", args.taxonomy.display()))?,
+    )
+    .with_context(|| format!("{} is not a taxonomy JSON", args.taxonomy.display()))?;
+    let engine = cli_engine(&args.runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if let Some(file) = &args.file {
+            let content = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let c = classify(&engine, &args.model, &taxonomy, &content, None).await?;
+            println!("{}", serde_json::to_string_pretty(&c)?);
+            return Ok(());
+        }
+        let batch = args
+            .batch
+            .as_ref()
+            .expect("clap requires --file or --batch");
+        let text = std::fs::read_to_string(batch)
+            .with_context(|| format!("reading {}", batch.display()))?;
+        for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            let doc: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not JSON", batch.display(), n + 1))?;
+            let content = doc["content"].as_str().unwrap_or("");
+            let c = classify(&engine, &args.model, &taxonomy, content, None).await?;
+            let s = &c.suggestion;
+            println!(
+                "{}",
+                serde_json::json!({"id": doc["id"], "title": s.title,
+                    "correspondent": s.correspondent, "document_type": s.document_type,
+                    "tags": s.tags, "created": s.created,
+                    "latency_ms": c.latency.as_millis() as u64})
+            );
+            eprintln!("{} {} ms", doc["id"], c.latency.as_millis());
+        }
+        Ok(())
+    })
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let rt = &args.runtime;
     let threads = rt.threads.unwrap_or_else(default_threads);
@@ -225,7 +290,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (OLLAMA_HOST)"))?;
-        let state = candlelight::api::AppState { engine };
+        let state = candlelight::api::AppState {
+            engine,
+            classify_model: args.classify_model.clone(),
+        };
         candlelight::api::serve(
             listener,
             state,

@@ -1,6 +1,7 @@
 //! The HTTP edge (axum): routes, shared state, streaming helpers, and the server's lifecycle.
 //! Handlers stay thin: parse and validate wire JSON, call the engine, shape the reply.
 
+pub mod classify;
 pub mod error;
 pub mod ollama;
 pub mod openai;
@@ -25,6 +26,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    /// Model for `/api/classify` when the request names none (the connector's OLLAMA_MODEL).
+    pub classify_model: String,
 }
 
 /// Request bodies larger than this are refused (413): a prompt of a whole book fits easily.
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pull", post(ollama::pull))
         .route("/api/copy", post(ollama::copy))
         .route("/api/delete", delete(ollama::delete))
+        .route("/api/classify", post(classify::classify_text))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))

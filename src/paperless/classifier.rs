@@ -1,0 +1,276 @@
+//! One document in, one suggestion out: a prompt and a JSON Schema built from the instance's
+//! taxonomy, and one grammar-constrained engine call. The model can only answer with names
+//! that exist (or null), dates that are dates, and at most three tags.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::engine::{
+    ChatMessage, Engine, EngineError, Event, Format, GenerateTask, PromptInput, SamplingParams,
+};
+
+/// A named Paperless object (tag, correspondent, document type).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Named {
+    pub id: i64,
+    pub name: String,
+}
+
+/// What a document may be classified into: the instance's tags, correspondents and types,
+/// shaped like Paperless's REST objects (extra fields are ignored).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Taxonomy {
+    #[serde(default)]
+    pub tags: Vec<Named>,
+    #[serde(default)]
+    pub correspondents: Vec<Named>,
+    #[serde(default)]
+    pub document_types: Vec<Named>,
+}
+
+/// The classifier's answer, by name.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Suggestion {
+    pub title: String,
+    pub correspondent: Option<String>,
+    pub document_type: Option<String>,
+    pub tags: Vec<String>,
+    pub created: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Classification {
+    pub suggestion: Suggestion,
+    pub prompt_tokens: usize,
+    pub output_tokens: usize,
+    /// The document was shortened to fit the context (its middle cut out).
+    pub truncated: bool,
+    #[serde(serialize_with = "as_ms")]
+    pub latency: Duration,
+}
+
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the model's answer is not the expected JSON: {0}")]
+    BadAnswer(String),
+    #[error("the document has no text to classify")]
+    Empty,
+}
+
+pub const MAX_TAGS: usize = 3;
+pub const MAX_TITLE: usize = 80;
+
+fn names(items: &[Named]) -> Vec<&str> {
+    items.iter().map(|n| n.name.as_str()).collect()
+}
+
+/// `enum` of names or null; a bare null when the list is empty (an empty enum is invalid).
+fn one_of_or_null(items: &[Named]) -> Value {
+    if items.is_empty() {
+        json!({"type": "null"})
+    } else {
+        json!({"anyOf": [{"enum": names(items)}, {"type": "null"}]})
+    }
+}
+
+/// The answer's JSON Schema. Property order is generation order: the decisions the text
+/// supports most directly come first, the title last, when the model "knows" what it is.
+/// `dates` are the dates found in the document: `created` must be one of them or null.
+pub fn schema(t: &Taxonomy, dates: &[String]) -> Value {
+    let tags = if t.tags.is_empty() {
+        json!({"type": "array", "maxItems": 0})
+    } else {
+        json!({"type": "array", "items": {"enum": names(&t.tags)}, "maxItems": MAX_TAGS})
+    };
+    let created = if dates.is_empty() {
+        json!({"type": "null"})
+    } else {
+        json!({"anyOf": [{"enum": dates}, {"type": "null"}]})
+    };
+    json!({
+        "type": "object",
+        "properties": {
+            "correspondent": one_of_or_null(&t.correspondents),
+            "document_type": one_of_or_null(&t.document_types),
+            "created": created,
+            "tags": tags,
+            "title": {"type": "string", "minLength": 3, "maxLength": MAX_TITLE, "pattern": "^[^\\n\"\\\\]+$"},
+        },
+        "required": ["correspondent", "document_type", "created", "tags", "title"],
+        "additionalProperties": false,
+    })
+}
+
+/// Instructions and the taxonomy: never truncated (the engine cuts only the document).
+pub fn system_prompt(t: &Taxonomy) -> String {
+    let list = |items: &[Named]| names(items).join(", ");
+    format!(
+        "You file scanned documents into a document archive. Read the document and answer \
+         with JSON.\n\
+         - correspondent: the organisation or person that issued the document, chosen from: \
+         {}. Use null if the issuer is not in this list.\n\
+         - document_type: one of: {}. Use null if none fits.\n\
+         - created: the date the document was issued (invoice date, letter date, statement \
+         date), from the dates found in it; not an order, delivery, due or birth date. null \
+         if it has none.\n\
+         - tags: up to {MAX_TAGS} of: {}. Pick only tags that clearly apply.\n\
+         - title: a short title (issuer, kind of document, subject), at most {MAX_TITLE} \
+         characters.",
+        list(&t.correspondents),
+        list(&t.document_types),
+        list(&t.tags),
+    )
+}
+
+/// Repairs what the grammar cannot express: duplicate tags, dates in the future.
+fn clean(mut s: Suggestion, today: chrono::NaiveDate) -> Suggestion {
+    let mut seen = Vec::new();
+    s.tags.retain(|t| {
+        let new = !seen.contains(t);
+        seen.push(t.clone());
+        new
+    });
+    s.created = s
+        .created
+        .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| d <= today));
+    s.title = s.title.trim().to_owned();
+    s
+}
+
+/// Classifies `content` with one constrained engine call.
+pub async fn classify(
+    engine: &Engine,
+    model: &str,
+    taxonomy: &Taxonomy,
+    content: &str,
+    num_ctx: Option<usize>,
+) -> Result<Classification, ClassifyError> {
+    if content.trim().is_empty() {
+        return Err(ClassifyError::Empty);
+    }
+    let start = Instant::now();
+    let today = chrono::Utc::now().date_naive();
+    let dates: Vec<String> = super::dates::date_candidates(content)
+        .into_iter()
+        .filter(|d| *d <= today)
+        .take(16)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect();
+    let task = GenerateTask {
+        input: PromptInput::Chat(vec![
+            ChatMessage::new("system", system_prompt(taxonomy)),
+            ChatMessage::new("user", content.trim()),
+        ]),
+        sampling: SamplingParams::greedy(),
+        num_predict: Some(256),
+        num_ctx,
+        stop: vec![],
+        truncate: true,
+        format: Some(Format::Schema(schema(taxonomy, &dates))),
+    };
+    let mut sub = engine.generate(model, task, None).await?;
+    let mut text = String::new();
+    while let Some(ev) = sub.events.recv().await {
+        match ev {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(g) => {
+                let suggestion: Suggestion = serde_json::from_str(&text)
+                    .map_err(|e| ClassifyError::BadAnswer(format!("{e}: {text}")))?;
+                return Ok(Classification {
+                    suggestion: clean(suggestion, today),
+                    prompt_tokens: g.completion.prompt_tokens,
+                    output_tokens: g.completion.tokens.len(),
+                    truncated: g.truncated,
+                    latency: start.elapsed(),
+                });
+            }
+            Event::Error(e) => return Err(e.into()),
+            Event::Embeddings { .. } => {}
+        }
+    }
+    Err(EngineError::WorkerGone.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taxonomy() -> Taxonomy {
+        let n = |id, name: &str| Named {
+            id,
+            name: name.into(),
+        };
+        Taxonomy {
+            tags: vec![n(1, "paid"), n(2, "home")],
+            correspondents: vec![n(1, "Stadtwerke München")],
+            document_types: vec![n(1, "Invoice")],
+        }
+    }
+
+    #[test]
+    fn schema_offers_exactly_the_taxonomy() {
+        let s = schema(&taxonomy(), &["2024-03-12".to_string()]);
+        assert_eq!(
+            s["properties"]["created"]["anyOf"][0]["enum"],
+            json!(["2024-03-12"])
+        );
+        assert_eq!(
+            s["properties"]["correspondent"]["anyOf"][0]["enum"],
+            json!(["Stadtwerke München"])
+        );
+        assert_eq!(
+            s["properties"]["tags"]["items"]["enum"],
+            json!(["paid", "home"])
+        );
+        assert_eq!(s["properties"]["tags"]["maxItems"], 3);
+        let empty = schema(&Taxonomy::default(), &[]);
+        assert_eq!(empty["properties"]["created"], json!({"type": "null"}));
+        assert_eq!(
+            empty["properties"]["correspondent"],
+            json!({"type": "null"})
+        );
+        assert_eq!(empty["properties"]["tags"]["maxItems"], 0);
+    }
+
+    #[test]
+    fn prompt_lists_every_name() {
+        let p = system_prompt(&taxonomy());
+        for name in ["Stadtwerke München", "Invoice", "paid", "home"] {
+            assert!(p.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn cleaning_dedups_tags_and_drops_future_dates() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let s = clean(
+            Suggestion {
+                title: " Strom ".into(),
+                correspondent: None,
+                document_type: None,
+                tags: vec!["paid".into(), "home".into(), "paid".into()],
+                created: Some("2027-05-01".into()),
+            },
+            today,
+        );
+        assert_eq!(s.tags, vec!["paid", "home"]);
+        assert_eq!(s.created, None);
+        assert_eq!(s.title, "Strom");
+        let kept = clean(
+            Suggestion {
+                created: Some("2025-12-31".into()),
+                ..s
+            },
+            today,
+        );
+        assert_eq!(kept.created.as_deref(), Some("2025-12-31"));
+    }
+}

@@ -1,0 +1,125 @@
+//! The classifier on the real model: one constrained call per document; the answer uses only
+//! the taxonomy's names, a date written in the document (or null), at most three tags.
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const INVOICE: &str = "Stadtwerke München GmbH\nEmmy-Noether-Straße 2, 80992 München\n\n\
+    Stromrechnung\nKundennummer 4711 0815, Kunde seit 01.03.2015\nRechnungsdatum: 12.03.2024\n\n\
+    Abrechnungszeitraum 01.01.2024 - 29.02.2024\nVerbrauch 412 kWh\nGesamtbetrag 144,34 EUR\n\
+    Der Betrag wird am 26.03.2024 von Ihrem Konto abgebucht.";
+
+fn taxonomy() -> Value {
+    json!({
+        "tags": [{"id": 1, "name": "utilities"}, {"id": 2, "name": "paid"}, {"id": 3, "name": "car"},
+                 {"id": 4, "name": "insurance"}],
+        "correspondents": [{"id": 1, "name": "Stadtwerke München"}, {"id": 2, "name": "Allianz"},
+                           {"id": 3, "name": "Deutsche Telekom"}],
+        "document_types": [{"id": 1, "name": "Invoice"}, {"id": 2, "name": "Contract"},
+                           {"id": 3, "name": "Letter"}],
+    })
+}
+
+fn check(s: &Value) {
+    let t = taxonomy();
+    let names = |k: &str| -> Vec<Value> {
+        t[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].clone())
+            .collect()
+    };
+    assert!(
+        s["correspondent"].is_null() || names("correspondents").contains(&s["correspondent"]),
+        "{s}"
+    );
+    assert!(
+        s["document_type"].is_null() || names("document_types").contains(&s["document_type"]),
+        "{s}"
+    );
+    let tags = s["tags"].as_array().unwrap();
+    assert!(
+        tags.len() <= 3 && tags.iter().all(|x| names("tags").contains(x)),
+        "{s}"
+    );
+    let mut unique = tags.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), tags.len(), "no duplicate tags: {s}");
+    let dates = [
+        "2015-03-01",
+        "2024-03-12",
+        "2024-01-01",
+        "2024-02-29",
+        "2024-03-26",
+    ];
+    assert!(
+        s["created"].is_null() || dates.contains(&s["created"].as_str().unwrap()),
+        "{s}"
+    );
+    let title = s["title"].as_str().unwrap();
+    assert!((3..=80).contains(&title.chars().count()), "{s}");
+}
+
+#[test]
+fn classify_over_http_and_on_the_command_line() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/classify", s.url))
+        .json(&json!({"content": INVOICE, "taxonomy": taxonomy()}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap();
+    check(&v["suggestion"]);
+    assert!(v["latency"].as_u64().unwrap() > 0);
+    // The issuer is in the letterhead and the taxonomy: a 135M model gets this one.
+    assert_eq!(
+        v["suggestion"]["correspondent"], "Stadtwerke München",
+        "{v}"
+    );
+
+    let bad = |body: Value| {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/api/classify", s.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    assert_eq!(bad(json!({"taxonomy": taxonomy()})).0, 400);
+    assert_eq!(bad(json!({"content": "x"})).0, 400);
+    assert_eq!(bad(json!({"content": "  ", "taxonomy": taxonomy()})).0, 400);
+    assert_eq!(
+        bad(json!({"content": "x", "taxonomy": taxonomy(), "model": "nosuch"})).0,
+        404
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("doc.txt"), INVOICE).unwrap();
+    std::fs::write(dir.path().join("tax.json"), taxonomy().to_string()).unwrap();
+    let model = common::test_model_path();
+    let out = Command::new(env!("CARGO_BIN_EXE_candlelight"))
+        .args(["classify", "--device", "cpu", "--threads", "2", "--file"])
+        .arg(dir.path().join("doc.txt"))
+        .arg("--taxonomy")
+        .arg(dir.path().join("tax.json"))
+        .env(
+            "CANDLELIGHT_MODELS_DIR",
+            model.parent().unwrap().parent().unwrap(),
+        )
+        .env_remove("OLLAMA_MODEL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check(&v["suggestion"]);
+}
