@@ -112,11 +112,18 @@ pub fn schema(t: &Taxonomy, dates: &[String]) -> Value {
 /// Instructions and the taxonomy: never truncated (the engine cuts only the document).
 pub fn system_prompt(t: &Taxonomy) -> String {
     let list = |items: &[Named]| names(items).join(", ");
+    let correspondent = if t.correspondents.is_empty() {
+        "- correspondent: null (no known correspondent is named in this document).".to_owned()
+    } else {
+        format!(
+            "- correspondent: the organisation or person that issued the document, chosen \
+             from: {}. Use null if the issuer is not in this list.",
+            list(&t.correspondents)
+        )
+    };
     format!(
         "You file scanned documents into a document archive. Read the document and answer \
-         with JSON.\n\
-         - correspondent: the organisation or person that issued the document, chosen from: \
-         {}. Use null if the issuer is not in this list.\n\
+         with JSON.\n{correspondent}\n\
          - document_type: one of: {}. Use null if none fits.\n\
          - created: the date the document was issued (invoice date, letter date, statement \
          date), from the dates found in it; not an order, delivery, due or birth date. null \
@@ -124,7 +131,6 @@ pub fn system_prompt(t: &Taxonomy) -> String {
          - tags: up to {MAX_TAGS} of: {}. Pick only tags that clearly apply.\n\
          - title: a short title (issuer, kind of document, subject), at most {MAX_TITLE} \
          characters.",
-        list(&t.correspondents),
         list(&t.document_types),
         list(&t.tags),
     )
@@ -143,6 +149,18 @@ fn clean(mut s: Suggestion, today: chrono::NaiveDate) -> Suggestion {
         .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| d <= today));
     s.title = s.title.trim().to_owned();
     s
+}
+
+/// Only correspondents the text names are offered (or null). A document that names none of
+/// them gets null: an issuer missing from the taxonomy must not become the closest-sounding
+/// name.
+fn narrow_correspondents(t: &Taxonomy, content: &str) -> Taxonomy {
+    let all: Vec<&str> = names(&t.correspondents);
+    let found = super::evidence::mentioned(content, &all);
+    Taxonomy {
+        correspondents: found.iter().map(|i| t.correspondents[*i].clone()).collect(),
+        ..t.clone()
+    }
 }
 
 /// Classifies `content` with one constrained engine call.
@@ -164,6 +182,8 @@ pub async fn classify(
         .take(16)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .collect();
+    let narrowed = narrow_correspondents(taxonomy, content);
+    let taxonomy = &narrowed;
     let task = GenerateTask {
         input: PromptInput::Chat(vec![
             ChatMessage::new("system", system_prompt(taxonomy)),
@@ -246,6 +266,21 @@ mod tests {
         for name in ["Stadtwerke München", "Invoice", "paid", "home"] {
             assert!(p.contains(name), "{name}");
         }
+        let none = system_prompt(&Taxonomy {
+            correspondents: vec![],
+            ..taxonomy()
+        });
+        assert!(none.contains("correspondent: null"), "{none}");
+    }
+
+    #[test]
+    fn only_correspondents_named_in_the_text_are_offered() {
+        let t = taxonomy();
+        let named = narrow_correspondents(&t, "STADTWERKE MÜNCHEN GmbH, Rechnung");
+        assert_eq!(named.correspondents, t.correspondents);
+        assert!(narrow_correspondents(&t, "Allianz Versicherung")
+            .correspondents
+            .is_empty());
     }
 
     #[test]

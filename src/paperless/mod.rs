@@ -4,5 +4,6 @@
 
 pub mod classifier;
 pub mod dates;
+pub mod evidence;
 
 pub use classifier::{classify, Classification, ClassifyError, Suggestion, Taxonomy};
