@@ -176,7 +176,7 @@ pub async fn classify(
     }
     let start = Instant::now();
     let today = chrono::Utc::now().date_naive();
-    let dates: Vec<String> = super::dates::date_candidates(content)
+    let dates: Vec<String> = super::dates::issue_date_candidates(content)
         .into_iter()
         .filter(|d| *d <= today)
         .take(16)

@@ -122,6 +122,73 @@ pub fn date_candidates(text: &str) -> Vec<NaiveDate> {
     out
 }
 
+/// Words on a date's line that mark it as the issue date, or as some other date.
+const ISSUE_LABELS: &[&str] = &[
+    "rechnungsdatum",
+    "belegdatum",
+    "ausstellungsdatum",
+    "ausgestellt",
+    "erstellt",
+    "datum:",
+    "invoice date",
+    "date of issue",
+    "issued",
+    "bescheiddatum",
+    "dated",
+];
+const OTHER_LABELS: &[&str] = &[
+    "bestell",
+    "order",
+    "liefer",
+    "deliver",
+    "geboren",
+    "geb.",
+    "birth",
+    "seit",
+    "since",
+    "fällig",
+    "faellig",
+    "due",
+    "zahlbar",
+    "zeitraum",
+    "period",
+    "gültig",
+    "valid",
+    "beginn",
+    "ablauf",
+    "abbuch",
+    "abgebucht",
+    "ende",
+    "until",
+    "bis ",
+];
+
+/// The dates worth offering as the issue date: those on a line labelled as such if any, else
+/// every date except those labelled as something else (order, delivery, due, birth, period,
+/// "customer since"), else all of them.
+pub fn issue_date_candidates(text: &str) -> Vec<NaiveDate> {
+    let all = date_candidates(text);
+    let (mut issue, mut other) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let l = line.to_lowercase();
+        let found = date_candidates(line);
+        if ISSUE_LABELS.iter().any(|k| l.contains(k)) {
+            issue.extend(found);
+        } else if OTHER_LABELS.iter().any(|k| l.contains(k)) {
+            other.extend(found);
+        }
+    }
+    if !issue.is_empty() {
+        return all.into_iter().filter(|d| issue.contains(d)).collect();
+    }
+    let rest: Vec<NaiveDate> = all.iter().copied().filter(|d| !other.contains(d)).collect();
+    if rest.is_empty() {
+        all
+    } else {
+        rest
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +212,20 @@ mod tests {
                 d(2024, 1, 1),
                 d(2024, 1, 31)
             ]
+        );
+    }
+
+    #[test]
+    fn labelled_issue_dates_win_and_other_dates_drop_out() {
+        let text = "Bestelldatum 14 April 2025\nRechnungsdatum 17.04.2025\nfällig am 01.05.2025";
+        assert_eq!(issue_date_candidates(text), vec![d(2025, 4, 17)]);
+        let text = "Kunde seit 01.03.2015\nMünchen, 12.03.2024\nZeitraum 01.01.2024 bis 29.02.2024";
+        assert_eq!(issue_date_candidates(text), vec![d(2024, 3, 12)]);
+        let text = "geboren am 03.04.1980";
+        assert_eq!(
+            issue_date_candidates(text),
+            vec![d(1980, 4, 3)],
+            "nothing better: all stay"
         );
     }
 
