@@ -241,8 +241,7 @@ impl Constraint {
                     .matcher
                     .compute_mask()
                     .map(|m| m.num_set() == 1)
-                    .unwrap_or(false)
-                && self.allows(self.eos))
+                    .unwrap_or(false))
     }
 }
 
