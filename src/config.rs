@@ -42,17 +42,144 @@ pub struct ClassifyArgs {
     pub model: String,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub paperless: PaperlessArgs,
+    /// Classify this Paperless document and write the result back (needs PAPERLESS_URL and a
+    /// token; --dry-run only reports).
+    #[arg(long, conflicts_with_all = ["file", "batch", "taxonomy"])]
+    pub document_id: Option<i64>,
     /// Taxonomy JSON: {"tags": [...], "correspondents": [...], "document_types": [...]},
     /// each item {"id", "name"} as Paperless's API returns them.
-    #[arg(long)]
-    pub taxonomy: PathBuf,
+    #[arg(long, required_unless_present = "document_id")]
+    pub taxonomy: Option<PathBuf>,
     /// A text file with the document's content.
-    #[arg(long, conflicts_with = "batch", required_unless_present = "batch")]
+    #[arg(long, conflicts_with = "batch", required_unless_present_any = ["batch", "document_id"])]
     pub file: Option<PathBuf>,
     /// JSON lines of {"id", "content"}: writes one prediction per line to stdout
     /// (the format ../shared/eval/score.py reads).
     #[arg(long)]
     pub batch: Option<PathBuf>,
+}
+
+/// The Paperless-ngx connection and what the classifier may change. The names are those of
+/// the Paperless-AI connector this replaces, plus CANDLELIGHT_* for what it did not have.
+#[derive(Debug, Clone, Args)]
+pub struct PaperlessArgs {
+    /// Paperless-ngx base URL (`http://paperless:8000`; a trailing `/api` is accepted). Unset:
+    /// no Paperless connection.
+    #[arg(long, env = "PAPERLESS_URL")]
+    pub paperless_url: Option<String>,
+    /// API token (Paperless: profile → API Auth Token).
+    #[arg(long, env = "PAPERLESS_API_TOKEN", hide_env_values = true)]
+    pub paperless_token: Option<String>,
+    /// File holding the token (a mounted Kubernetes Secret); wins over PAPERLESS_API_TOKEN.
+    #[arg(long, env = "PAPERLESS_API_TOKEN_FILE")]
+    pub paperless_token_file: Option<PathBuf>,
+    /// Only process documents carrying one of TAGS (yes/no).
+    #[arg(long, env = "PROCESS_PREDEFINED_DOCUMENTS", default_value = "no",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub process_predefined_documents: bool,
+    /// Comma-separated tag names selecting documents when PROCESS_PREDEFINED_DOCUMENTS=yes.
+    #[arg(long, env = "TAGS", default_value = "")]
+    pub tags: String,
+    /// Mark processed documents with AI_PROCESSED_TAG_NAME (yes/no). Polling needs it.
+    #[arg(long, env = "ADD_AI_PROCESSED_TAG", default_value = "yes",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub add_ai_processed_tag: bool,
+    #[arg(long, env = "AI_PROCESSED_TAG_NAME", default_value = "ai-processed")]
+    pub ai_processed_tag_name: String,
+    /// How often to look for unprocessed documents: cron step (`*/30 * * * *`, as Paperless-AI),
+    /// seconds, or a duration (`5m`); `0` turns polling off.
+    #[arg(long, env = "SCAN_INTERVAL", default_value = "5m")]
+    pub scan_interval: String,
+    /// Fields the classifier writes: any of title,correspondent,document_type,tags,created.
+    #[arg(
+        long,
+        env = "CANDLELIGHT_WRITE_FIELDS",
+        default_value = "title,correspondent,document_type,tags,created"
+    )]
+    pub write_fields: String,
+    /// Replace values a document already has (its own title, correspondent, type) (yes/no).
+    #[arg(long, env = "CANDLELIGHT_OVERWRITE", default_value = "no",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub overwrite: bool,
+    /// Let the model name a correspondent that does not exist yet, and create it (yes/no).
+    /// Tags and document types always come from the existing ones.
+    #[arg(long, env = "CANDLELIGHT_CREATE_CORRESPONDENTS", default_value = "no",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub create_correspondents: bool,
+    /// Classify and report, write nothing.
+    #[arg(long, env = "CANDLELIGHT_DRY_RUN", default_value = "no", num_args = 0..=1,
+          default_missing_value = "yes",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub dry_run: bool,
+    /// When set, the webhook endpoint requires `Authorization: Bearer <token>` (add it as a
+    /// header in the Paperless workflow).
+    #[arg(long, env = "CANDLELIGHT_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+}
+
+impl PaperlessArgs {
+    /// The connection settings, or None when PAPERLESS_URL is unset.
+    pub fn settings(&self, model: &str) -> Result<Option<crate::paperless::Settings>, String> {
+        let Some(url) = self
+            .paperless_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let token = match &self.paperless_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("PAPERLESS_API_TOKEN_FILE {}: {e}", path.display()))?,
+            None => self.paperless_token.clone().unwrap_or_default(),
+        };
+        if token.trim().is_empty() {
+            return Err(
+                "PAPERLESS_URL is set but no token: set PAPERLESS_API_TOKEN or \
+                        PAPERLESS_API_TOKEN_FILE (Paperless: profile → API Auth Token)"
+                    .into(),
+            );
+        }
+        let only_tags: Vec<String> = if self.process_predefined_documents {
+            let tags: Vec<String> = self
+                .tags
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+            if tags.is_empty() {
+                return Err(
+                    "PROCESS_PREDEFINED_DOCUMENTS=yes needs TAGS (comma-separated tag \
+                            names)"
+                        .into(),
+                );
+            }
+            tags
+        } else {
+            vec![]
+        };
+        Ok(Some(crate::paperless::Settings {
+            url: url.to_owned(),
+            token: token.trim().to_owned(),
+            model: model.to_owned(),
+            num_ctx: None,
+            only_tags,
+            policy: crate::paperless::Policy {
+                write: crate::paperless::Fields::parse(&self.write_fields)
+                    .map_err(|e| format!("CANDLELIGHT_WRITE_FIELDS: {e}"))?,
+                overwrite: self.overwrite,
+                create_correspondents: self.create_correspondents,
+                ai_tag: self
+                    .add_ai_processed_tag
+                    .then(|| self.ai_processed_tag_name.trim().to_owned())
+                    .filter(|n| !n.is_empty()),
+            },
+            scan_interval: crate::paperless::worker::parse_scan_interval(&self.scan_interval)?,
+            dry_run: self.dry_run,
+            retry_delay: std::time::Duration::from_secs(30),
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,6 +311,8 @@ pub struct ServeArgs {
     /// OLLAMA_MODEL).
     #[arg(long, env = "OLLAMA_MODEL", default_value = DEFAULT_MODEL)]
     pub classify_model: String,
+    #[command(flatten)]
+    pub paperless: PaperlessArgs,
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "CANDLELIGHT_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,

@@ -203,11 +203,17 @@ fn cli_engine(rt: &RuntimeArgs) -> Result<engine::Engine> {
 
 fn classify(args: ClassifyArgs) -> Result<()> {
     use candlelight::paperless::{classify, Taxonomy};
+    if let Some(id) = args.document_id {
+        return classify_document(&args, id);
+    }
+    let path = args
+        .taxonomy
+        .as_ref()
+        .expect("clap requires --taxonomy without --document-id");
     let taxonomy: Taxonomy = serde_json::from_str(
-        &std::fs::read_to_string(&args.taxonomy)
-            .with_context(|| format!("reading {}", args.taxonomy.display()))?,
+        &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
-    .with_context(|| format!("{} is not a taxonomy JSON", args.taxonomy.display()))?;
+    .with_context(|| format!("{} is not a taxonomy JSON", path.display()))?;
     let engine = cli_engine(&args.runtime)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -217,7 +223,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         if let Some(file) = &args.file {
             let content = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let c = classify(&engine, &args.model, &taxonomy, &content, None).await?;
+            let c = classify(&engine, &args.model, &taxonomy, &content, None, false).await?;
             println!("{}", serde_json::to_string_pretty(&c)?);
             return Ok(());
         }
@@ -231,7 +237,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
             let doc: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{} line {}: not JSON", batch.display(), n + 1))?;
             let content = doc["content"].as_str().unwrap_or("");
-            let c = classify(&engine, &args.model, &taxonomy, content, None).await?;
+            let c = classify(&engine, &args.model, &taxonomy, content, None, false).await?;
             let s = &c.suggestion;
             println!(
                 "{}",
@@ -246,12 +252,41 @@ fn classify(args: ClassifyArgs) -> Result<()> {
     })
 }
 
+/// `classify --document-id N`: the same path a webhook takes, forced (an explicit request
+/// ignores the ai-processed tag), printing the report.
+fn classify_document(args: &ClassifyArgs, id: i64) -> Result<()> {
+    use candlelight::paperless::{Paperless, Trigger};
+    let settings = args
+        .paperless
+        .settings(&args.model)
+        .map_err(anyhow::Error::msg)?
+        .context("--document-id needs PAPERLESS_URL and PAPERLESS_API_TOKEN (or --paperless-url and --paperless-token)")?;
+    let engine = cli_engine(&args.runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let p = Paperless::new(engine, settings, candlelight::metrics::Metrics::new())?;
+        let report = p
+            .process(id, Trigger::Cli, true, Some(args.paperless.dry_run))
+            .await
+            .with_context(|| format!("classifying Paperless document {id}"))?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
+    })
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let rt = &args.runtime;
     let threads = rt.threads.unwrap_or_else(default_threads);
     set_cpu_threads(threads);
     let device = engine::select_device(rt.device)?;
     let addr = parse_host(&args.host).map_err(anyhow::Error::msg)?;
+    let paperless_settings = args
+        .paperless
+        .settings(&args.classify_model)
+        .map_err(anyhow::Error::msg)?;
     let keep_alive = candlelight::api::params::keep_alive(Some(&serde_json::Value::String(
         args.keep_alive.clone(),
     )))
@@ -290,9 +325,31 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (OLLAMA_HOST)"))?;
+        let metrics = candlelight::metrics::Metrics::new();
+        let paperless = match paperless_settings {
+            Some(settings) => {
+                let p = candlelight::paperless::Paperless::new(
+                    engine.clone(),
+                    settings,
+                    metrics.clone(),
+                )?;
+                // Paperless being down must not take the Ollama API with it: warn and go on;
+                // the poller and the webhook retries catch up once it answers.
+                match p.client().probe().await {
+                    Ok(()) => tracing::info!(url = p.client().base_url(), "Paperless connected"),
+                    Err(e) => tracing::error!(error = %e, "Paperless check failed; serving anyway"),
+                }
+                p.start();
+                Some(p)
+            }
+            None => None,
+        };
         let state = candlelight::api::AppState {
             engine,
             classify_model: args.classify_model.clone(),
+            paperless,
+            webhook_token: args.paperless.webhook_token.clone(),
+            metrics,
         };
         candlelight::api::serve(
             listener,

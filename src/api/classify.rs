@@ -1,17 +1,21 @@
-//! `POST /api/classify`: a suggestion for a document's text against a taxonomy. (Classifying a
-//! Paperless document by id, and the webhook receiver, come with the Paperless client.)
+//! `POST /api/classify` (a document's text against a taxonomy, or a Paperless document by id)
+//! and `POST /api/paperless/webhook`, the receiver for Paperless workflows and the
+//! post-consume script: it answers 202 at once (Paperless gives webhooks 5 s) and queues.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::params::json_body;
 use super::AppState;
-use crate::paperless::{classify, ClassifyError, Taxonomy};
+use crate::paperless::worker::webhook_document_id;
+use crate::paperless::{
+    classify, ClassifyError, Paperless, PaperlessError, ProcessError, Taxonomy, Trigger,
+};
 
 #[derive(Debug, Deserialize)]
 struct ClassifyBody {
@@ -19,7 +23,52 @@ struct ClassifyBody {
     taxonomy: Option<Taxonomy>,
     model: Option<String>,
     document_id: Option<Value>,
+    dry_run: Option<bool>,
     num_ctx: Option<usize>,
+}
+
+fn paperless(state: &AppState) -> Result<&Paperless, ApiError> {
+    state.paperless.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server has no Paperless connection: start it with PAPERLESS_URL and \
+             PAPERLESS_API_TOKEN (or send {\"content\", \"taxonomy\"} to classify text)",
+        )
+    })
+}
+
+/// A document id given as a number or a numeric string.
+fn document_id(v: &Value) -> Result<i64, ApiError> {
+    let id = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    id.filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "document_id must be a positive integer (or a string holding one), got {v}"
+        ))
+    })
+}
+
+fn classify_error(model: &str, e: ClassifyError) -> ApiError {
+    match e {
+        ClassifyError::Engine(e) => ApiError::from_engine(model, e),
+        ClassifyError::Empty => ApiError::bad_request(e.to_string()),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+fn process_error(model: &str, e: ProcessError) -> ApiError {
+    match e {
+        ProcessError::Classify(e) => classify_error(model, e),
+        ProcessError::Paperless(PaperlessError::NotFound(what)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("not found in Paperless: {what}"),
+        ),
+        // Paperless failing (or refusing our token) is an upstream problem, not the caller's.
+        ProcessError::Paperless(e) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
 }
 
 pub async fn classify_text(
@@ -27,16 +76,22 @@ pub async fn classify_text(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: ClassifyBody = json_body(&body)?;
-    if b.document_id.is_some() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "classifying a Paperless document by id needs the Paperless connection, which this \
-             server does not have yet; send {\"content\", \"taxonomy\"} instead",
-        ));
+    if let Some(id) = &b.document_id {
+        let id = document_id(id)?;
+        let p = paperless(&state)?;
+        super::require_model(&state, Some(&p.settings().model))?;
+        let report = p
+            .process(id, Trigger::Api, true, b.dry_run)
+            .await
+            .map_err(|e| process_error(&p.settings().model, e))?;
+        return Ok(Json(serde_json::to_value(report).unwrap_or_default()));
     }
-    let content = b
-        .content
-        .ok_or_else(|| ApiError::bad_request("content is required (the document's text)"))?;
+    let content = b.content.ok_or_else(|| {
+        ApiError::bad_request(
+            "send {\"content\", \"taxonomy\"} (a document's text) or {\"document_id\"} \
+             (a Paperless document)",
+        )
+    })?;
     let taxonomy = b.taxonomy.ok_or_else(|| {
         ApiError::bad_request(
             "taxonomy is required: {\"tags\", \"correspondents\", \"document_types\"}",
@@ -46,12 +101,45 @@ pub async fn classify_text(
         &state,
         Some(b.model.as_deref().unwrap_or(&state.classify_model)),
     )?;
-    let c = classify(&state.engine, &model, &taxonomy, &content, b.num_ctx)
+    let c = classify(&state.engine, &model, &taxonomy, &content, b.num_ctx, false)
         .await
-        .map_err(|e| match e {
-            ClassifyError::Engine(e) => ApiError::from_engine(&model, e),
-            ClassifyError::Empty => ApiError::bad_request(e.to_string()),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-        })?;
+        .map_err(|e| classify_error(&model, e))?;
     Ok(Json(serde_json::to_value(c).unwrap_or_default()))
+}
+
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if let Some(token) = &state.webhook_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .map(|(_, t)| t.trim());
+        if given != Some(token.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "webhook token missing or wrong: add the header \
+                 `Authorization: Bearer <CANDLELIGHT_WEBHOOK_TOKEN>` to the Paperless workflow",
+            ));
+        }
+    }
+    let p = paperless(&state)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let id = webhook_document_id(content_type, &body).ok_or_else(|| {
+        ApiError::bad_request(
+            "no document id in the webhook: configure the workflow's params as \
+             {\"document_id\": \"{{ doc_id }}\"} or {\"doc_url\": \"{{ doc_url }}\"}",
+        )
+    })?;
+    let status = p.enqueue(id, Trigger::Webhook);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"document_id": id, "status": status})),
+    ))
 }

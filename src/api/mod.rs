@@ -28,6 +28,11 @@ pub struct AppState {
     pub engine: Engine,
     /// Model for `/api/classify` when the request names none (the connector's OLLAMA_MODEL).
     pub classify_model: String,
+    /// The Paperless connection, when PAPERLESS_URL is set.
+    pub paperless: Option<crate::paperless::Paperless>,
+    /// Required on the webhook endpoint when set.
+    pub webhook_token: Option<String>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Request bodies larger than this are refused (413): a prompt of a whole book fits easily.
@@ -48,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/copy", post(ollama::copy))
         .route("/api/delete", delete(ollama::delete))
         .route("/api/classify", post(classify::classify_text))
+        .route("/api/paperless/webhook", post(classify::webhook))
+        .route("/metrics", get(metrics))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
@@ -63,6 +70,18 @@ pub fn router(state: AppState) -> Router {
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
         )
         .with_state(state)
+}
+
+/// Prometheus scrape: OpenMetrics text.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Ollama's default CORS origins: local hosts on any port and app schemes.

@@ -81,10 +81,15 @@ fn one_of_or_null(items: &[Named]) -> Value {
     }
 }
 
+/// A name the model may coin (a new correspondent): one line, no quotes, short.
+fn coined_name() -> Value {
+    json!({"type": "string", "minLength": 2, "maxLength": 64, "pattern": "^[^\\n\"\\\\]+$"})
+}
+
 /// The answer's JSON Schema. Property order is generation order: the decisions the text
 /// supports most directly come first, the title last, when the model "knows" what it is.
 /// `dates` are the dates found in the document: `created` must be one of them or null.
-pub fn schema(t: &Taxonomy, dates: &[String]) -> Value {
+pub fn schema(t: &Taxonomy, dates: &[String], new_correspondent: bool) -> Value {
     let tags = if t.tags.is_empty() {
         json!({"type": "array", "maxItems": 0})
     } else {
@@ -95,10 +100,19 @@ pub fn schema(t: &Taxonomy, dates: &[String]) -> Value {
     } else {
         json!({"anyOf": [{"enum": dates}, {"type": "null"}]})
     };
+    let correspondent = if new_correspondent {
+        let mut options = vec![coined_name(), json!({"type": "null"})];
+        if !t.correspondents.is_empty() {
+            options.insert(0, json!({"enum": names(&t.correspondents)}));
+        }
+        json!({ "anyOf": options })
+    } else {
+        one_of_or_null(&t.correspondents)
+    };
     json!({
         "type": "object",
         "properties": {
-            "correspondent": one_of_or_null(&t.correspondents),
+            "correspondent": correspondent,
             "document_type": one_of_or_null(&t.document_types),
             "created": created,
             "tags": tags,
@@ -110,9 +124,15 @@ pub fn schema(t: &Taxonomy, dates: &[String]) -> Value {
 }
 
 /// Instructions and the taxonomy: never truncated (the engine cuts only the document).
-pub fn system_prompt(t: &Taxonomy) -> String {
+pub fn system_prompt(t: &Taxonomy, new_correspondent: bool) -> String {
     let list = |items: &[Named]| names(items).join(", ");
-    let correspondent = if t.correspondents.is_empty() {
+    let correspondent = if new_correspondent {
+        format!(
+            "- correspondent: the organisation or person that issued the document: one of {} \
+             if it is among them, else its name as written in the document, or null.",
+            list(&t.correspondents)
+        )
+    } else if t.correspondents.is_empty() {
         "- correspondent: null (no known correspondent is named in this document).".to_owned()
     } else {
         format!(
@@ -170,6 +190,7 @@ pub async fn classify(
     taxonomy: &Taxonomy,
     content: &str,
     num_ctx: Option<usize>,
+    new_correspondent: bool,
 ) -> Result<Classification, ClassifyError> {
     if content.trim().is_empty() {
         return Err(ClassifyError::Empty);
@@ -183,10 +204,12 @@ pub async fn classify(
         .map(|d| d.format("%Y-%m-%d").to_string())
         .collect();
     let narrowed = narrow_correspondents(taxonomy, content);
+    // With nothing named, a new name may be coined (when allowed); otherwise null.
+    let new_correspondent = new_correspondent && narrowed.correspondents.is_empty();
     let taxonomy = &narrowed;
     let task = GenerateTask {
         input: PromptInput::Chat(vec![
-            ChatMessage::new("system", system_prompt(taxonomy)),
+            ChatMessage::new("system", system_prompt(taxonomy, new_correspondent)),
             ChatMessage::new("user", content.trim()),
         ]),
         sampling: SamplingParams::greedy(),
@@ -194,7 +217,7 @@ pub async fn classify(
         num_ctx,
         stop: vec![],
         truncate: true,
-        format: Some(Format::Schema(schema(taxonomy, &dates))),
+        format: Some(Format::Schema(schema(taxonomy, &dates, new_correspondent))),
     };
     let mut sub = engine.generate(model, task, None).await?;
     let mut text = String::new();
@@ -237,7 +260,7 @@ mod tests {
 
     #[test]
     fn schema_offers_exactly_the_taxonomy() {
-        let s = schema(&taxonomy(), &["2024-03-12".to_string()]);
+        let s = schema(&taxonomy(), &["2024-03-12".to_string()], false);
         assert_eq!(
             s["properties"]["created"]["anyOf"][0]["enum"],
             json!(["2024-03-12"])
@@ -251,25 +274,37 @@ mod tests {
             json!(["paid", "home"])
         );
         assert_eq!(s["properties"]["tags"]["maxItems"], 3);
-        let empty = schema(&Taxonomy::default(), &[]);
+        let empty = schema(&Taxonomy::default(), &[], false);
         assert_eq!(empty["properties"]["created"], json!({"type": "null"}));
         assert_eq!(
             empty["properties"]["correspondent"],
             json!({"type": "null"})
         );
         assert_eq!(empty["properties"]["tags"]["maxItems"], 0);
+        let coin = schema(&Taxonomy::default(), &[], true);
+        assert_eq!(
+            coin["properties"]["correspondent"]["anyOf"][0]["type"],
+            "string"
+        );
+        assert_eq!(
+            coin["properties"]["correspondent"]["anyOf"][1]["type"],
+            "null"
+        );
     }
 
     #[test]
     fn prompt_lists_every_name() {
-        let p = system_prompt(&taxonomy());
+        let p = system_prompt(&taxonomy(), false);
         for name in ["Stadtwerke München", "Invoice", "paid", "home"] {
             assert!(p.contains(name), "{name}");
         }
-        let none = system_prompt(&Taxonomy {
-            correspondents: vec![],
-            ..taxonomy()
-        });
+        let none = system_prompt(
+            &Taxonomy {
+                correspondents: vec![],
+                ..taxonomy()
+            },
+            false,
+        );
         assert!(none.contains("correspondent: null"), "{none}");
     }
 

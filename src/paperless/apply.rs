@@ -1,0 +1,338 @@
+//! Writes a suggestion into a Paperless document without losing anything the user set:
+//! tags are only ever added (bulk `modify_tags`, never a PATCH of the whole list), fields the
+//! document already has are kept unless overwriting is configured, names are looked up
+//! case-insensitively before anything is created, and the ai-processed tag goes on last, so a
+//! failure anywhere leaves the document unmarked and it is tried again.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::classifier::{Named, Suggestion, Taxonomy};
+use super::client::{Document, Kind, PaperlessClient, PaperlessError};
+
+/// Paperless's own limit on titles.
+const TITLE_LIMIT: usize = 128;
+
+/// Which suggested fields are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    pub title: bool,
+    pub correspondent: bool,
+    pub document_type: bool,
+    pub tags: bool,
+    pub created: bool,
+}
+
+impl Fields {
+    pub const ALL: Fields = Fields {
+        title: true,
+        correspondent: true,
+        document_type: true,
+        tags: true,
+        created: true,
+    };
+
+    /// `title,correspondent,document_type,tags,created` (any subset, any order).
+    pub fn parse(list: &str) -> Result<Fields, String> {
+        let mut f = Fields {
+            title: false,
+            correspondent: false,
+            document_type: false,
+            tags: false,
+            created: false,
+        };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "title" => f.title = true,
+                "correspondent" => f.correspondent = true,
+                "document_type" => f.document_type = true,
+                "tags" => f.tags = true,
+                "created" => f.created = true,
+                other => {
+                    return Err(format!(
+                        "unknown field '{other}': choose from title, correspondent, \
+                         document_type, tags, created"
+                    ))
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// How a suggestion may change a document.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub write: Fields,
+    /// Replace values the document already has (a title other than its file name, a set
+    /// correspondent or type). Off by default: the user's choices win.
+    pub overwrite: bool,
+    /// Correspondents the model names that do not exist yet may be created.
+    pub create_correspondents: bool,
+    /// Tag marking processed documents (created if missing); None = do not mark.
+    pub ai_tag: Option<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            write: Fields::ALL,
+            overwrite: false,
+            create_correspondents: false,
+            ai_tag: Some("ai-processed".into()),
+        }
+    }
+}
+
+/// What was (or, in a dry run, would be) written.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Applied {
+    /// Fields PATCHed, with their new values (ids for correspondent and type).
+    pub fields: Map<String, Value>,
+    /// Names of tags added (the ai-processed tag is reported separately).
+    pub added_tags: Vec<String>,
+    /// Objects created, as "kind: name".
+    pub created_objects: Vec<String>,
+    /// Suggestions not written, and why.
+    pub kept: Vec<String>,
+    pub marked_processed: bool,
+    pub dry_run: bool,
+}
+
+impl Applied {
+    pub fn changed_anything(&self) -> bool {
+        !self.fields.is_empty() || !self.added_tags.is_empty() || self.marked_processed
+    }
+}
+
+/// The title Paperless gives a document it consumed without one: the file name's stem.
+fn title_is_default(doc: &Document) -> bool {
+    let title = doc.title.trim();
+    if title.is_empty() {
+        return true;
+    }
+    let Some(file) = doc.original_file_name.as_deref() else {
+        return false;
+    };
+    let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
+    stem == title
+}
+
+fn lookup<'a>(items: &'a [Named], name: &str) -> Option<&'a Named> {
+    items.iter().find(|n| n.name == name).or_else(|| {
+        items
+            .iter()
+            .find(|n| n.name.to_lowercase() == name.to_lowercase())
+    })
+}
+
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Writes `s` into document `doc_id`. `taxonomy` is the instance's, as the classifier saw it.
+pub async fn apply(
+    client: &PaperlessClient,
+    doc: &Document,
+    s: &Suggestion,
+    taxonomy: &Taxonomy,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Applied, PaperlessError> {
+    let mut out = Applied {
+        dry_run,
+        ..Applied::default()
+    };
+    let ai_tag_id = match &policy.ai_tag {
+        Some(name) => lookup(&taxonomy.tags, name).map(|n| n.id),
+        None => None,
+    };
+    // Once processed, every field counts as set: a second run may only add, never rewrite.
+    let settled = ai_tag_id.is_some_and(|id| doc.tags.contains(&id));
+    let may_replace = policy.overwrite && !settled;
+
+    if policy.write.title && !s.title.is_empty() {
+        let title = cut(&s.title, TITLE_LIMIT);
+        if title != doc.title {
+            if title_is_default(doc) || may_replace {
+                out.fields.insert("title".into(), json!(title));
+            } else {
+                out.kept
+                    .push(format!("title: kept the user's '{}'", doc.title));
+            }
+        }
+    }
+    if policy.write.created {
+        if let Some(date) = &s.created {
+            if doc.created.as_deref() != Some(date.as_str()) {
+                if !settled || policy.overwrite {
+                    out.fields.insert("created".into(), json!(date));
+                } else {
+                    out.kept
+                        .push("created: kept (document already processed)".to_owned());
+                }
+            }
+        }
+    }
+    for (kind, enabled, suggested, current, items) in [
+        (
+            Kind::Correspondent,
+            policy.write.correspondent,
+            &s.correspondent,
+            doc.correspondent,
+            &taxonomy.correspondents,
+        ),
+        (
+            Kind::DocumentType,
+            policy.write.document_type,
+            &s.document_type,
+            doc.document_type,
+            &taxonomy.document_types,
+        ),
+    ] {
+        let (Some(name), true) = (suggested, enabled) else {
+            continue;
+        };
+        if current.is_some() && !may_replace {
+            if lookup(items, name).map(|n| n.id) != current {
+                out.kept
+                    .push(format!("{}: kept the document's own", kind.label()));
+            }
+            continue;
+        }
+        let id = match lookup(items, name) {
+            Some(n) => Some(n.id),
+            None if kind == Kind::Correspondent && policy.create_correspondents => {
+                resolve_new(client, kind, name, None, dry_run, &mut out).await?
+            }
+            None => {
+                out.kept
+                    .push(format!("{}: '{name}' does not exist", kind.label()));
+                None
+            }
+        };
+        if let Some(id) = id.filter(|id| Some(*id) != current) {
+            let key = match kind {
+                Kind::Correspondent => "correspondent",
+                _ => "document_type",
+            };
+            out.fields.insert(key.into(), json!(id));
+        }
+    }
+
+    let mut new_tags = Vec::new();
+    if policy.write.tags {
+        for name in &s.tags {
+            match lookup(&taxonomy.tags, name) {
+                Some(t) if !doc.tags.contains(&t.id) && Some(t.id) != ai_tag_id => {
+                    new_tags.push(t.id);
+                    out.added_tags.push(t.name.clone());
+                }
+                Some(_) => {}
+                None => out.kept.push(format!("tag: '{name}' does not exist")),
+            }
+        }
+    }
+
+    if !dry_run {
+        if !out.fields.is_empty() {
+            client
+                .patch(doc.id, &Value::Object(out.fields.clone()))
+                .await?;
+        }
+        client.add_tags(doc.id, &new_tags).await?;
+    }
+    // Last, and only after every other write went through.
+    if let Some(name) = &policy.ai_tag {
+        if !settled {
+            let id = match ai_tag_id {
+                Some(id) => Some(id),
+                None => resolve_new(client, Kind::Tag, name, Some(0), dry_run, &mut out).await?,
+            };
+            if let (Some(id), false) = (id, dry_run) {
+                client.add_tags(doc.id, &[id]).await?;
+            }
+            out.marked_processed = true;
+        }
+    }
+    Ok(out)
+}
+
+/// Looks a name up (ignoring case) and creates it when absent; a dry run only reports.
+async fn resolve_new(
+    client: &PaperlessClient,
+    kind: Kind,
+    name: &str,
+    matching_algorithm: Option<i64>,
+    dry_run: bool,
+    out: &mut Applied,
+) -> Result<Option<i64>, PaperlessError> {
+    if dry_run {
+        if let Some(n) = client.find(kind, name).await? {
+            return Ok(Some(n.id));
+        }
+        out.created_objects
+            .push(format!("{}: {name}", kind.label()));
+        return Ok(None);
+    }
+    let (n, created) = client
+        .find_or_create(kind, name, matching_algorithm)
+        .await?;
+    if created {
+        out.created_objects
+            .push(format!("{}: {name}", kind.label()));
+    }
+    Ok(Some(n.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(title: &str, file: &str) -> Document {
+        Document {
+            id: 1,
+            title: title.into(),
+            content: String::new(),
+            tags: vec![],
+            correspondent: None,
+            document_type: None,
+            created: None,
+            original_file_name: Some(file.into()),
+        }
+    }
+
+    #[test]
+    fn a_title_from_the_file_name_is_paperless_default() {
+        assert!(title_is_default(&doc(
+            "acme-invoice-2024-0387",
+            "acme-invoice-2024-0387.txt"
+        )));
+        assert!(title_is_default(&doc("", "x.pdf")));
+        assert!(!title_is_default(&doc("Acme invoice March", "scan.pdf")));
+    }
+
+    #[test]
+    fn fields_parse_and_reject_unknown_names() {
+        let f = Fields::parse("tags, created").unwrap();
+        assert!(f.tags && f.created && !f.title && !f.correspondent);
+        assert!(Fields::parse("tags,colour").unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn lookup_prefers_the_exact_spelling() {
+        let items = vec![
+            Named {
+                id: 1,
+                name: "finance".into(),
+            },
+            Named {
+                id: 2,
+                name: "Finance".into(),
+            },
+        ];
+        assert_eq!(lookup(&items, "Finance").unwrap().id, 2);
+        assert_eq!(lookup(&items, "FINANCE").unwrap().id, 1);
+        assert!(lookup(&items, "Tax").is_none());
+    }
+}

@@ -1,0 +1,703 @@
+//! What makes documents get classified: a queue fed by webhooks (and the post-consume
+//! script, which calls the same endpoint), a poller for documents without the ai-processed
+//! tag, and direct requests. One document at a time: the engine has the cores anyway.
+//!
+//! Loops through Paperless's "Document Updated" webhooks (every write fires one) end in three
+//! ways: an id already queued is not queued twice, an id processed in the last minutes is
+//! ignored, and a document carrying the ai-processed tag is skipped without any write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::apply::{apply, Applied, Policy};
+use super::classifier::{classify, ClassifyError, Named, Suggestion, Taxonomy};
+use super::client::{Document, PaperlessClient, PaperlessError};
+use crate::engine::{Engine, EngineError};
+use crate::metrics::Metrics;
+
+/// Webhook events for a document processed this recently are its own echo: ignored.
+const ECHO_WINDOW: Duration = Duration::from_secs(600);
+/// A transiently failed document is retried this many times from the queue (polling also
+/// picks it up later, since it stays unmarked).
+const QUEUE_RETRIES: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub token: String,
+    /// Model that classifies (the connector's OLLAMA_MODEL).
+    pub model: String,
+    pub num_ctx: Option<usize>,
+    /// PROCESS_PREDEFINED_DOCUMENTS: only documents carrying one of these tags.
+    pub only_tags: Vec<String>,
+    pub policy: Policy,
+    /// None: no polling.
+    pub scan_interval: Option<Duration>,
+    pub dry_run: bool,
+    /// Pause before retrying a document after a transient failure (doubled each time).
+    pub retry_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Webhook,
+    Poll,
+    Api,
+    Cli,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::Poll => "poll",
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Something was written.
+    Applied,
+    /// Classified, but the document already had everything: nothing written.
+    Unchanged,
+    /// Not classified (already processed, not selected, no text).
+    Skipped,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub fetch_ms: u64,
+    pub classify_ms: u64,
+    pub apply_ms: u64,
+    pub total_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub document_id: i64,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub suggestion: Option<Suggestion>,
+    pub applied: Option<Applied>,
+    pub prompt_tokens: usize,
+    pub output_tokens: usize,
+    pub truncated: bool,
+    pub timings: Timings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Paperless(#[from] PaperlessError),
+    #[error(transparent)]
+    Classify(ClassifyError),
+}
+
+impl ProcessError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ProcessError::Paperless(e) => e.is_transient(),
+            ProcessError::Classify(ClassifyError::Engine(e)) => {
+                matches!(e, EngineError::Overloaded(_) | EngineError::WorkerGone)
+            }
+            ProcessError::Classify(_) => false,
+        }
+    }
+}
+
+/// What became of an enqueue request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enqueued {
+    Queued,
+    AlreadyQueued,
+    /// Processed moments ago: this event is (most likely) the echo of our own write.
+    RecentlyProcessed,
+}
+
+struct Job {
+    id: i64,
+    trigger: Trigger,
+    attempt: u32,
+}
+
+#[derive(Default)]
+struct QueueState {
+    queued: HashSet<i64>,
+    processed_at: HashMap<i64, Instant>,
+}
+
+struct Inner {
+    client: PaperlessClient,
+    engine: Engine,
+    settings: Settings,
+    metrics: Metrics,
+    queue: Mutex<QueueState>,
+    tx: mpsc::UnboundedSender<Job>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+}
+
+/// Handle to the Paperless side of the process (cheap to clone).
+#[derive(Clone)]
+pub struct Paperless(Arc<Inner>);
+
+impl Paperless {
+    pub fn new(
+        engine: Engine,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Result<Paperless, PaperlessError> {
+        let client = PaperlessClient::new(&settings.url, &settings.token)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Paperless(Arc::new(Inner {
+            client,
+            engine,
+            settings,
+            metrics,
+            queue: Mutex::new(QueueState::default()),
+            tx,
+            rx: Mutex::new(Some(rx)),
+        })))
+    }
+
+    pub fn client(&self) -> &PaperlessClient {
+        &self.0.client
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.0.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a document unless it is queued already or was just processed.
+    pub fn enqueue(&self, id: i64, trigger: Trigger) -> Enqueued {
+        let mut q = self.lock();
+        if q.queued.contains(&id) {
+            return Enqueued::AlreadyQueued;
+        }
+        if trigger == Trigger::Webhook
+            && q.processed_at
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < ECHO_WINDOW)
+        {
+            return Enqueued::RecentlyProcessed;
+        }
+        q.queued.insert(id);
+        self.0
+            .metrics
+            .paperless
+            .queue_depth
+            .set(q.queued.len() as i64);
+        let _ = self.0.tx.send(Job {
+            id,
+            trigger,
+            attempt: 0,
+        });
+        Enqueued::Queued
+    }
+
+    /// Starts the queue consumer and, with a scan interval, the poller. Call once.
+    pub fn start(&self) {
+        let Some(mut rx) = self.0.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                me.run_job(job).await;
+            }
+        });
+        if let Some(every) = self.0.settings.scan_interval {
+            if self.0.settings.policy.ai_tag.is_none() {
+                tracing::warn!(
+                    "polling is off: without ADD_AI_PROCESSED_TAG nothing tells processed \
+                     documents apart (use the webhook or post-consume trigger)"
+                );
+                return;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = me.poll_once().await {
+                        tracing::warn!(error = %e, "polling Paperless failed; trying again next interval");
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+    }
+
+    async fn run_job(&self, job: Job) {
+        let result = self.process(job.id, job.trigger, false, None).await;
+        {
+            let mut q = self.lock();
+            q.queued.remove(&job.id);
+            q.processed_at.insert(job.id, Instant::now());
+            q.processed_at.retain(|_, t| t.elapsed() < ECHO_WINDOW);
+            self.0
+                .metrics
+                .paperless
+                .queue_depth
+                .set(q.queued.len() as i64);
+        }
+        if let Err(e) = result {
+            if e.is_transient() && job.attempt < QUEUE_RETRIES {
+                let me = self.clone();
+                let delay = self.0.settings.retry_delay * 2u32.pow(job.attempt);
+                tracing::warn!(document = job.id, error = %e, retry_in = ?delay, "will retry");
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut q = me.lock();
+                    if q.queued.insert(job.id) {
+                        q.processed_at.remove(&job.id);
+                        let _ = me.0.tx.send(Job {
+                            attempt: job.attempt + 1,
+                            ..job
+                        });
+                    }
+                });
+            }
+        }
+    }
+
+    /// Queues every document without the ai-processed tag (and, with
+    /// PROCESS_PREDEFINED_DOCUMENTS, with one of the chosen tags).
+    pub async fn poll_once(&self) -> Result<usize, PaperlessError> {
+        let taxonomy = self.0.client.taxonomy().await?;
+        let mut filter = Vec::new();
+        if let Some(ai) = self.ai_tag(&taxonomy) {
+            filter.push(format!("tags__id__none={}", ai.id));
+        }
+        if !self.0.settings.only_tags.is_empty() {
+            let ids = self.only_tag_ids(&taxonomy);
+            if ids.is_empty() {
+                tracing::warn!(tags = ?self.0.settings.only_tags, "none of TAGS exists in Paperless: nothing to process");
+                return Ok(0);
+            }
+            filter.push(format!("tags__id__in={}", join(&ids)));
+        }
+        let ids = self.0.client.document_ids(&filter.join("&")).await?;
+        let mut queued = 0;
+        for id in ids {
+            if self.enqueue(id, Trigger::Poll) == Enqueued::Queued {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            tracing::info!(queued, "polling found unprocessed documents");
+        }
+        Ok(queued)
+    }
+
+    fn ai_tag<'a>(&self, t: &'a Taxonomy) -> Option<&'a Named> {
+        let name = self.0.settings.policy.ai_tag.as_deref()?;
+        t.tags
+            .iter()
+            .find(|n| n.name.to_lowercase() == name.to_lowercase())
+    }
+
+    fn only_tag_ids(&self, t: &Taxonomy) -> Vec<i64> {
+        let wanted: Vec<String> = self
+            .0
+            .settings
+            .only_tags
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect();
+        t.tags
+            .iter()
+            .filter(|n| wanted.contains(&n.name.to_lowercase()))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The document right after a webhook may not be committed yet (the webhook task is
+    /// queued inside the consumption transaction): a 404 is retried briefly.
+    async fn fetch(&self, id: i64, trigger: Trigger) -> Result<Document, PaperlessError> {
+        let mut wait = Duration::from_millis(500);
+        for _ in 0..4 {
+            match self.0.client.document(id).await {
+                Err(PaperlessError::NotFound(_)) if trigger == Trigger::Webhook => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.0.client.document(id).await
+    }
+
+    /// Classifies one document and writes the result back. `force` ignores the ai-processed
+    /// tag and the TAGS selection (an explicit request); `dry_run` None = the configured one.
+    pub async fn process(
+        &self,
+        id: i64,
+        trigger: Trigger,
+        force: bool,
+        dry_run: Option<bool>,
+    ) -> Result<Report, ProcessError> {
+        let start = Instant::now();
+        let dry_run = dry_run.unwrap_or(self.0.settings.dry_run);
+        let result = self.process_inner(id, trigger, force, dry_run, start).await;
+        let seconds = start.elapsed().as_secs_f64();
+        match &result {
+            Ok(r) => {
+                let outcome = serde_json::to_value(r.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.0.metrics.document(&outcome, trigger.as_str(), seconds);
+                let s = r.suggestion.as_ref();
+                tracing::info!(
+                    document = id,
+                    trigger = trigger.as_str(),
+                    outcome,
+                    reason = r.reason.as_deref().unwrap_or(""),
+                    seconds,
+                    title = s.map(|s| s.title.as_str()).unwrap_or(""),
+                    correspondent = s.and_then(|s| s.correspondent.as_deref()).unwrap_or(""),
+                    document_type = s.and_then(|s| s.document_type.as_deref()).unwrap_or(""),
+                    "paperless document done"
+                );
+            }
+            Err(e) => {
+                self.0.metrics.document("failed", trigger.as_str(), seconds);
+                tracing::warn!(document = id, trigger = trigger.as_str(), seconds, error = %e,
+                    "paperless document failed; it stays unmarked");
+            }
+        }
+        result
+    }
+
+    async fn process_inner(
+        &self,
+        id: i64,
+        trigger: Trigger,
+        force: bool,
+        dry_run: bool,
+        start: Instant,
+    ) -> Result<Report, ProcessError> {
+        let doc = self.fetch(id, trigger).await?;
+        let taxonomy = self.0.client.taxonomy().await?;
+        let mut timings = Timings {
+            fetch_ms: ms(start.elapsed()),
+            ..Timings::default()
+        };
+        let skip = |reason: &str, timings: Timings| Report {
+            document_id: id,
+            outcome: Outcome::Skipped,
+            reason: Some(reason.to_owned()),
+            suggestion: None,
+            applied: None,
+            prompt_tokens: 0,
+            output_tokens: 0,
+            truncated: false,
+            timings: Timings {
+                total_ms: ms(start.elapsed()),
+                ..timings
+            },
+        };
+        let ai_tag = self.ai_tag(&taxonomy).map(|n| n.id);
+        let only = self.only_tag_ids(&taxonomy);
+        if !force {
+            if ai_tag.is_some_and(|t| doc.tags.contains(&t)) {
+                return Ok(skip("already processed", timings));
+            }
+            if !self.0.settings.only_tags.is_empty() && !doc.tags.iter().any(|t| only.contains(t)) {
+                return Ok(skip("not tagged for processing (TAGS)", timings));
+            }
+        }
+        if doc.content.trim().is_empty() {
+            return Ok(skip("the document has no text", timings));
+        }
+        // The marker and selection tags are workflow state, not something a document is about.
+        let choices = Taxonomy {
+            tags: taxonomy
+                .tags
+                .iter()
+                .filter(|t| Some(t.id) != ai_tag && !only.contains(&t.id))
+                .cloned()
+                .collect(),
+            ..taxonomy.clone()
+        };
+        let policy = &self.0.settings.policy;
+        let t = Instant::now();
+        let c = classify(
+            &self.0.engine,
+            &self.0.settings.model,
+            &choices,
+            &doc.content,
+            self.0.settings.num_ctx,
+            policy.create_correspondents && policy.write.correspondent,
+        )
+        .await
+        .map_err(ProcessError::Classify)?;
+        timings.classify_ms = ms(t.elapsed());
+        let t = Instant::now();
+        let applied = apply(
+            &self.0.client,
+            &doc,
+            &c.suggestion,
+            &taxonomy,
+            &self.0.settings.policy,
+            dry_run,
+        )
+        .await?;
+        timings.apply_ms = ms(t.elapsed());
+        timings.total_ms = ms(start.elapsed());
+        let outcome = if dry_run {
+            Outcome::DryRun
+        } else if applied.changed_anything() {
+            Outcome::Applied
+        } else {
+            Outcome::Unchanged
+        };
+        Ok(Report {
+            document_id: id,
+            outcome,
+            reason: None,
+            suggestion: Some(c.suggestion),
+            applied: Some(applied),
+            prompt_tokens: c.prompt_tokens,
+            output_tokens: c.output_tokens,
+            truncated: c.truncated,
+            timings,
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Paperless-AI's SCAN_INTERVAL is a cron expression (`*/30 * * * *`); a plain number of
+/// seconds or a Go-style duration (`90s`, `5m`, `1h`) works too; `0`/`off` disables polling.
+pub fn parse_scan_interval(s: &str) -> Result<Option<Duration>, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "0" || s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("no") {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "SCAN_INTERVAL '{s}': use seconds (300), a duration (5m, 1h), a cron step \
+             ('*/30 * * * *' or '0 * * * *'), or 0 to turn polling off"
+        )
+    };
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() == 5 {
+        // Only the forms that mean "every N minutes/hours" have a fixed interval.
+        let rest_star = |from: usize| fields[from..].iter().all(|f| *f == "*");
+        if let Some(n) = fields[0].strip_prefix("*/") {
+            if rest_star(1) {
+                let n: u64 = n.parse().map_err(|_| bad())?;
+                return Ok(Some(Duration::from_secs(n.max(1) * 60)));
+            }
+        }
+        if fields[0].parse::<u64>().is_ok() {
+            if fields[1] == "*" && rest_star(2) {
+                return Ok(Some(Duration::from_secs(3600)));
+            }
+            if let Some(h) = fields[1].strip_prefix("*/") {
+                if rest_star(2) {
+                    let h: u64 = h.parse().map_err(|_| bad())?;
+                    return Ok(Some(Duration::from_secs(h.max(1) * 3600)));
+                }
+            }
+        }
+        if fields[0] == "*" && rest_star(1) {
+            return Ok(Some(Duration::from_secs(60)));
+        }
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return if secs > 0.0 {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        } else {
+            Ok(None)
+        };
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).ok_or_else(bad)?);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+}
+
+/// The document id in a webhook body, however the workflow was configured: JSON (`doc_id`,
+/// `document_id` or `id`, as a number or a string, or a `doc_url`), form fields, multipart
+/// parts (`include_document`), or a bare number.
+pub fn webhook_document_id(content_type: &str, body: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(body);
+    let fields: Vec<(String, String)> = if content_type.starts_with("multipart/form-data") {
+        multipart_fields(content_type, &text)
+    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) {
+        match v {
+            serde_json::Value::Object(m) => m
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect(),
+            other => vec![("id".into(), other.to_string().trim_matches('"').to_owned())],
+        }
+    } else {
+        form_fields(&text)
+    };
+    for key in ["document_id", "doc_id", "id", "document"] {
+        if let Some((_, v)) = fields.iter().find(|(k, _)| k == key) {
+            if let Ok(id) = v.trim().parse::<i64>() {
+                return (id > 0).then_some(id);
+            }
+        }
+    }
+    for key in ["doc_url", "document_url", "url"] {
+        if let Some((_, v)) = fields.iter().find(|(k, _)| k == key) {
+            if let Some(id) = id_in_url(v) {
+                return Some(id);
+            }
+        }
+    }
+    None
+}
+
+/// `http://paperless/documents/8/` or `/api/documents/8/details` → 8.
+fn id_in_url(url: &str) -> Option<i64> {
+    let mut parts = url.split('/');
+    parts.find(|p| *p == "documents")?;
+    parts.next()?.parse().ok().filter(|id| *id > 0)
+}
+
+fn form_fields(text: &str) -> Vec<(String, String)> {
+    text.trim()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn multipart_fields(content_type: &str, body: &str) -> Vec<(String, String)> {
+    let Some(boundary) = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+    else {
+        return vec![];
+    };
+    let delimiter = format!("--{}", boundary.trim_matches('"'));
+    body.split(delimiter.as_str())
+        .filter_map(|part| {
+            let (head, value) = part
+                .split_once("\r\n\r\n")
+                .or_else(|| part.split_once("\n\n"))?;
+            let name = head.split("name=\"").nth(1)?.split('"').next()?;
+            if head.contains("filename=") {
+                return None;
+            }
+            Some((
+                name.to_owned(),
+                value.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_interval_forms() {
+        let m = |n| Some(Duration::from_secs(n));
+        assert_eq!(parse_scan_interval("*/30 * * * *").unwrap(), m(1800));
+        assert_eq!(parse_scan_interval("0 * * * *").unwrap(), m(3600));
+        assert_eq!(parse_scan_interval("0 */2 * * *").unwrap(), m(7200));
+        assert_eq!(parse_scan_interval("300").unwrap(), m(300));
+        assert_eq!(parse_scan_interval("5m").unwrap(), m(300));
+        assert_eq!(parse_scan_interval("0").unwrap(), None);
+        assert_eq!(parse_scan_interval("off").unwrap(), None);
+        assert!(parse_scan_interval("15 3 * * 1").is_err());
+        assert!(parse_scan_interval("soon").is_err());
+    }
+
+    #[test]
+    fn webhook_ids_in_every_shape_paperless_sends() {
+        let json = "application/json";
+        assert_eq!(
+            webhook_document_id(json, br#"{"document_id": "8"}"#),
+            Some(8)
+        );
+        assert_eq!(webhook_document_id(json, br#"{"doc_id": 12}"#), Some(12));
+        assert_eq!(webhook_document_id("", br#"{"document_id": 7}"#), Some(7));
+        assert_eq!(
+            webhook_document_id(
+                json,
+                br#"{"doc_url": "http://127.0.0.1:8000/documents/9/", "doc_id": ""}"#
+            ),
+            Some(9)
+        );
+        assert_eq!(
+            webhook_document_id(
+                "application/x-www-form-urlencoded",
+                b"title=Water+bill&document_id=5"
+            ),
+            Some(5)
+        );
+        let multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"document_id\"\r\n\r\n\
+            4\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+            \r\n123\r\n--XyZ--\r\n";
+        assert_eq!(
+            webhook_document_id("multipart/form-data; boundary=XyZ", multipart.as_bytes()),
+            Some(4)
+        );
+        assert_eq!(webhook_document_id("text/plain", b"42"), Some(42));
+        assert_eq!(webhook_document_id(json, br#"{"document_id": ""}"#), None);
+        assert_eq!(webhook_document_id(json, br#"{"title": "x"}"#), None);
+    }
+}
