@@ -21,6 +21,10 @@ use crate::metrics::Metrics;
 
 /// Webhook events for a document processed this recently are its own echo: ignored.
 const ECHO_WINDOW: Duration = Duration::from_secs(600);
+/// Polling does not retry a document it already tried this recently (one that stays unmarked
+/// because it has no text or the model's answer could not be written): no model run every
+/// interval for the same document.
+const POLL_BACKOFF: Duration = Duration::from_secs(3600);
 /// A transiently failed document is retried this many times from the queue (polling also
 /// picks it up later, since it stays unmarked).
 const QUEUE_RETRIES: u32 = 3;
@@ -189,10 +193,14 @@ impl Paperless {
         if q.queued.contains(&id) {
             return Enqueued::AlreadyQueued;
         }
-        if trigger == Trigger::Webhook
-            && q.processed_at
-                .get(&id)
-                .is_some_and(|t| t.elapsed() < ECHO_WINDOW)
+        let window = match trigger {
+            Trigger::Webhook => ECHO_WINDOW,
+            Trigger::Poll => POLL_BACKOFF,
+            Trigger::Api | Trigger::Cli => Duration::ZERO,
+        };
+        if q.processed_at
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < window)
         {
             return Enqueued::RecentlyProcessed;
         }
@@ -247,7 +255,7 @@ impl Paperless {
             let mut q = self.lock();
             q.queued.remove(&job.id);
             q.processed_at.insert(job.id, Instant::now());
-            q.processed_at.retain(|_, t| t.elapsed() < ECHO_WINDOW);
+            q.processed_at.retain(|_, t| t.elapsed() < POLL_BACKOFF);
             self.0
                 .metrics
                 .paperless
