@@ -129,8 +129,9 @@ const ISSUE_LABELS: &[&str] = &[
     "ausstellungsdatum",
     "ausgestellt",
     "erstellt",
-    "datum:",
+    "datum",
     "invoice date",
+    "date of invoice",
     "date of issue",
     "issued",
     "bescheiddatum",
@@ -138,6 +139,10 @@ const ISSUE_LABELS: &[&str] = &[
 ];
 const OTHER_LABELS: &[&str] = &[
     "bestell",
+    "eintritt",
+    "ihre nachricht",
+    "ihr schreiben",
+    "your letter",
     "order",
     "liefer",
     "deliver",
@@ -163,6 +168,16 @@ const OTHER_LABELS: &[&str] = &[
     "bis ",
 ];
 
+/// `label` starting a word of `line` ("ende" is in "Ende Mai", not in "versendet").
+fn has_word(line: &str, label: &str) -> bool {
+    line.match_indices(label).any(|(i, _)| {
+        !line[..i]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+    })
+}
+
 /// The dates worth offering as the issue date: those on a line labelled as such if any, else
 /// every date except those labelled as something else (order, delivery, due, birth, period,
 /// "customer since"), else all of them.
@@ -172,9 +187,9 @@ pub fn issue_date_candidates(text: &str) -> Vec<NaiveDate> {
     for line in text.lines() {
         let l = line.to_lowercase();
         let found = date_candidates(line);
-        if ISSUE_LABELS.iter().any(|k| l.contains(k)) {
+        if ISSUE_LABELS.iter().any(|k| has_word(&l, k)) {
             issue.extend(found);
-        } else if OTHER_LABELS.iter().any(|k| l.contains(k)) {
+        } else if OTHER_LABELS.iter().any(|k| has_word(&l, k)) {
             other.extend(found);
         }
     }
@@ -221,6 +236,10 @@ mod tests {
         assert_eq!(issue_date_candidates(text), vec![d(2025, 4, 17)]);
         let text = "Kunde seit 01.03.2015\nMünchen, 12.03.2024\nZeitraum 01.01.2024 bis 29.02.2024";
         assert_eq!(issue_date_candidates(text), vec![d(2024, 3, 12)]);
+        let text = "Bestellt am: 24. November 2025\nVersendet am: 26.11.2025";
+        assert_eq!(issue_date_candidates(text), vec![d(2025, 11, 26)]);
+        let text = "Ihre Nachricht vom 21.02.2025\nMünchen, 24.02.2025";
+        assert_eq!(issue_date_candidates(text), vec![d(2025, 2, 24)]);
         let text = "geboren am 03.04.1980";
         assert_eq!(
             issue_date_candidates(text),

@@ -6,6 +6,8 @@ pub mod classifier;
 pub mod client;
 pub mod dates;
 pub mod evidence;
+pub mod lexicon;
+pub mod title;
 pub mod worker;
 
 pub use apply::{Applied, Fields, Policy};
