@@ -66,6 +66,10 @@ pub enum ClassifyError {
 }
 
 pub const MAX_TAGS: usize = 3;
+/// Context for the model's call unless the caller sets one. The decisions taken from the text
+/// read all of it; the model sees head and tail. On DEV, 2048 instead of 4096 tokens kept every
+/// score and halved the p95 latency (the longest documents are prefill-bound).
+pub const CLASSIFY_CTX: usize = 2048;
 pub const MAX_TITLE: usize = 80;
 
 fn names(items: &[Named]) -> Vec<&str> {
@@ -253,7 +257,7 @@ pub async fn classify(
         ]),
         sampling: SamplingParams::greedy(),
         num_predict: Some(256),
-        num_ctx,
+        num_ctx: Some(num_ctx.unwrap_or(CLASSIFY_CTX)),
         stop: vec![],
         truncate: true,
         format: Some(Format::Schema(schema(taxonomy, &dates, new_correspondent))),
