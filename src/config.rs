@@ -33,6 +33,15 @@ pub enum Command {
     Pull(PullArgs),
     /// List the models that are present.
     List(ListArgs),
+    /// GPU state from NVML, like nvidia-smi (says "unavailable" without a GPU or driver).
+    Gpu(GpuArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GpuArgs {
+    /// Print the sample as JSON (the shape of GET /api/gpu).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
+pub mod gpu;
 pub mod metrics;
 pub mod paperless;
 pub mod pull;

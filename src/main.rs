@@ -6,7 +6,7 @@ use clap::Parser;
 
 use candlelight::bench::BenchSetup;
 use candlelight::config::{
-    parse_host, BenchArgs, ClassifyArgs, Cli, Command, GenerateArgs, ListArgs, PullArgs,
+    parse_host, BenchArgs, ClassifyArgs, Cli, Command, GenerateArgs, GpuArgs, ListArgs, PullArgs,
     RuntimeArgs, ServeArgs,
 };
 use candlelight::engine::device::{default_threads, set_cpu_threads};
@@ -30,6 +30,7 @@ fn main() -> Result<()> {
         Command::Classify(args) => classify(args),
         Command::Pull(args) => pull(args),
         Command::List(args) => list(args),
+        Command::Gpu(args) => gpu(args),
     }
 }
 
@@ -277,6 +278,19 @@ fn classify_document(args: &ClassifyArgs, id: i64) -> Result<()> {
     })
 }
 
+/// One NVML sample, as a table or JSON. No GPU is a state, so the exit code is 0 either way.
+fn gpu(args: GpuArgs) -> Result<()> {
+    use candlelight::gpu::{open_nvml, table, GpuMonitor};
+    let monitor = GpuMonitor::start(open_nvml(), std::time::Duration::MAX);
+    let state = monitor.get();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+    } else {
+        print!("{}", table(&state));
+    }
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let rt = &args.runtime;
     let threads = rt.threads.unwrap_or_else(default_threads);
@@ -344,7 +358,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
             None => None,
         };
+        // NVML is sampled every 5 s on its own thread; scrapes and /api/gpu only read.
+        let gpu = candlelight::gpu::GpuMonitor::start(
+            candlelight::gpu::open_nvml(),
+            std::time::Duration::from_secs(5),
+        );
         let state = candlelight::api::AppState {
+            gpu,
             engine,
             classify_model: args.classify_model.clone(),
             paperless,

@@ -26,10 +26,34 @@ pub struct PaperlessMetrics {
     pub queue_depth: Gauge,
 }
 
+/// Labels as DCGM exporter names them (`gpu`, `UUID`, `modelName`), so the two series can be
+/// joined in one query.
+pub type GpuLabels = [(&'static str, String); 3];
+
+/// GPU gauges, in DCGM exporter's units (MiB, %, °C, W, MHz): `candlelight_gpu_fb_used_mib`
+/// ↔ `DCGM_FI_DEV_FB_USED`, `..._fb_free_mib` ↔ `DCGM_FI_DEV_FB_FREE`, `..._util_percent` ↔
+/// `DCGM_FI_DEV_GPU_UTIL`, `..._mem_copy_util_percent` ↔ `DCGM_FI_DEV_MEM_COPY_UTIL`,
+/// `..._temp_celsius` ↔ `DCGM_FI_DEV_GPU_TEMP`, `..._power_watts` ↔ `DCGM_FI_DEV_POWER_USAGE`,
+/// `..._sm_clock_mhz` ↔ `DCGM_FI_DEV_SM_CLOCK`.
+#[derive(Clone, Default)]
+pub struct GpuMetrics {
+    pub available: Gauge,
+    pub fb_total_mib: Family<GpuLabels, Gauge>,
+    pub fb_used_mib: Family<GpuLabels, Gauge>,
+    pub fb_free_mib: Family<GpuLabels, Gauge>,
+    pub process_fb_used_mib: Family<GpuLabels, Gauge>,
+    pub util_percent: Family<GpuLabels, Gauge>,
+    pub mem_copy_util_percent: Family<GpuLabels, Gauge>,
+    pub temp_celsius: Family<GpuLabels, Gauge>,
+    pub power_watts: Family<GpuLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub sm_clock_mhz: Family<GpuLabels, Gauge>,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     pub paperless: PaperlessMetrics,
+    pub gpu: GpuMetrics,
 }
 
 impl Default for Metrics {
@@ -64,9 +88,125 @@ impl Metrics {
             "Paperless documents waiting to be classified",
             paperless.queue_depth.clone(),
         );
+        let gpu = GpuMetrics::default();
+        registry.register(
+            "gpu_available",
+            "1 when NVML answers (a GPU and its driver are present), else 0",
+            gpu.available.clone(),
+        );
+        let families: [(&str, &str, &Family<GpuLabels, Gauge>); 8] = [
+            (
+                "gpu_fb_total_mib",
+                "GPU memory installed, MiB",
+                &gpu.fb_total_mib,
+            ),
+            (
+                "gpu_fb_used_mib",
+                "GPU memory used, MiB (DCGM_FI_DEV_FB_USED)",
+                &gpu.fb_used_mib,
+            ),
+            (
+                "gpu_fb_free_mib",
+                "GPU memory free, MiB (DCGM_FI_DEV_FB_FREE)",
+                &gpu.fb_free_mib,
+            ),
+            (
+                "gpu_process_fb_used_mib",
+                "GPU memory used by this process, MiB",
+                &gpu.process_fb_used_mib,
+            ),
+            (
+                "gpu_util_percent",
+                "GPU utilization, % (DCGM_FI_DEV_GPU_UTIL)",
+                &gpu.util_percent,
+            ),
+            (
+                "gpu_mem_copy_util_percent",
+                "GPU memory utilization, % (DCGM_FI_DEV_MEM_COPY_UTIL)",
+                &gpu.mem_copy_util_percent,
+            ),
+            (
+                "gpu_temp_celsius",
+                "GPU temperature, °C (DCGM_FI_DEV_GPU_TEMP)",
+                &gpu.temp_celsius,
+            ),
+            (
+                "gpu_sm_clock_mhz",
+                "SM clock, MHz (DCGM_FI_DEV_SM_CLOCK)",
+                &gpu.sm_clock_mhz,
+            ),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "gpu_power_watts",
+            "GPU power draw, W (DCGM_FI_DEV_POWER_USAGE)",
+            gpu.power_watts.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             paperless,
+            gpu,
+        }
+    }
+
+    /// Copies the GPU monitor's latest state into the gauges (called per scrape: the monitor
+    /// samples on its own thread, a scrape only reads).
+    pub fn observe_gpu(&self, state: &crate::gpu::GpuState) {
+        let g = &self.gpu;
+        for f in [
+            &g.fb_total_mib,
+            &g.fb_used_mib,
+            &g.fb_free_mib,
+            &g.process_fb_used_mib,
+            &g.util_percent,
+            &g.mem_copy_util_percent,
+            &g.temp_celsius,
+            &g.sm_clock_mhz,
+        ] {
+            f.clear();
+        }
+        g.power_watts.clear();
+        let crate::gpu::GpuState::Available { gpus, .. } = state else {
+            g.available.set(0);
+            return;
+        };
+        g.available.set(1);
+        let mib = |b: u64| (b / (1024 * 1024)) as i64;
+        for s in gpus {
+            let l: GpuLabels = [
+                ("gpu", s.index.to_string()),
+                ("UUID", s.uuid.clone()),
+                ("modelName", s.name.clone()),
+            ];
+            g.fb_total_mib
+                .get_or_create(&l)
+                .set(mib(s.memory_total_bytes));
+            g.fb_used_mib
+                .get_or_create(&l)
+                .set(mib(s.memory_used_bytes));
+            g.fb_free_mib
+                .get_or_create(&l)
+                .set(mib(s.memory_free_bytes));
+            let optional = [
+                (&g.process_fb_used_mib, s.process_memory_bytes.map(mib)),
+                (&g.util_percent, s.utilization_gpu_percent.map(i64::from)),
+                (
+                    &g.mem_copy_util_percent,
+                    s.utilization_memory_percent.map(i64::from),
+                ),
+                (&g.temp_celsius, s.temperature_celsius.map(i64::from)),
+                (&g.sm_clock_mhz, s.sm_clock_mhz.map(i64::from)),
+            ];
+            for (family, value) in optional {
+                if let Some(v) = value {
+                    family.get_or_create(&l).set(v);
+                }
+            }
+            if let Some(w) = s.power_watts {
+                g.power_watts.get_or_create(&l).set(w);
+            }
         }
     }
 
@@ -106,5 +246,50 @@ mod tests {
         );
         assert!(text.contains("candlelight_paperless_document_seconds_count 1"));
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn gpu_gauges_follow_the_monitor_in_dcgm_units() {
+        let m = Metrics::new();
+        m.observe_gpu(&crate::gpu::GpuState::Unavailable {
+            reason: "no driver".into(),
+        });
+        let text = m.render();
+        assert!(text.contains("candlelight_gpu_available 0"), "{text}");
+        assert!(!text.contains("candlelight_gpu_fb_used_mib{"));
+        let sample = crate::gpu::GpuSample {
+            index: 0,
+            name: "NVIDIA GeForce RTX 3060".into(),
+            uuid: "GPU-0f6c".into(),
+            memory_total_bytes: 12288 << 20,
+            memory_used_bytes: 1536 << 20,
+            memory_free_bytes: 10752 << 20,
+            process_memory_bytes: Some(1200 << 20),
+            utilization_gpu_percent: Some(87),
+            utilization_memory_percent: None,
+            temperature_celsius: Some(61),
+            power_watts: Some(142.25),
+            sm_clock_mhz: Some(1837),
+        };
+        m.observe_gpu(&crate::gpu::GpuState::Available {
+            gpus: vec![sample],
+            sampled_at: "2026-11-24T10:00:00Z".into(),
+        });
+        let text = m.render();
+        let labels = "{gpu=\"0\",UUID=\"GPU-0f6c\",modelName=\"NVIDIA GeForce RTX 3060\"}";
+        for line in [
+            "candlelight_gpu_available 1".to_owned(),
+            format!("candlelight_gpu_fb_used_mib{labels} 1536"),
+            format!("candlelight_gpu_fb_free_mib{labels} 10752"),
+            format!("candlelight_gpu_process_fb_used_mib{labels} 1200"),
+            format!("candlelight_gpu_util_percent{labels} 87"),
+            format!("candlelight_gpu_power_watts{labels} 142.25"),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("candlelight_gpu_mem_copy_util_percent{"),
+            "unknown stays absent"
+        );
     }
 }

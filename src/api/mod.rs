@@ -33,6 +33,7 @@ pub struct AppState {
     /// Required on the webhook endpoint when set.
     pub webhook_token: Option<String>,
     pub metrics: crate::metrics::Metrics,
+    pub gpu: crate::gpu::GpuMonitor,
 }
 
 /// Request bodies larger than this are refused (413): a prompt of a whole book fits easily.
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/classify", post(classify::classify_text))
         .route("/api/paperless/webhook", post(classify::webhook))
         .route("/metrics", get(metrics))
+        .route("/api/gpu", get(gpu))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
@@ -79,9 +81,17 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        {
+            state.metrics.observe_gpu(&state.gpu.get());
+            state.metrics.render()
+        },
     )
         .into_response()
+}
+
+/// The GPU monitor's latest sample (or why there is none).
+async fn gpu(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    axum::Json(state.gpu.get()).into_response()
 }
 
 /// Ollama's default CORS origins: local hosts on any port and app schemes.
