@@ -198,6 +198,7 @@ fn cli_engine(rt: &RuntimeArgs) -> Result<engine::Engine> {
             max_loaded: 1,
             num_parallel: 1,
             keep_alive: engine::KeepAlive::Forever,
+            metrics: None,
         },
     ))
 }
@@ -310,6 +311,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".ollama/models"))
     });
     let store = ModelStore::new(&rt.models_dir).with_ollama_dir(ollama_dir);
+    let metrics = candlelight::metrics::Metrics::new();
     let engine = engine::Engine::new(
         store,
         engine::EngineOptions {
@@ -319,6 +321,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             max_loaded: args.max_loaded_models,
             num_parallel: args.num_parallel,
             keep_alive,
+            metrics: Some(metrics.engine.clone()),
         },
     );
     tracing::info!(%addr, device = ?device, threads, "starting candlelight");
@@ -339,7 +342,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (OLLAMA_HOST)"))?;
-        let metrics = candlelight::metrics::Metrics::new();
         let paperless = match paperless_settings {
             Some(settings) => {
                 let p = candlelight::paperless::Paperless::new(

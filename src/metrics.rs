@@ -11,6 +11,145 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GenerationLabels {
+    pub model: String,
+    /// stop, length, error, cancelled
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route pattern (`/api/chat`, `/v1/models/{*model}`), `unmatched` for 404s.
+    pub endpoint: String,
+    pub method: String,
+    pub status: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Inference, recorded where it happens (the model's worker thread) so that every caller —
+/// Ollama and OpenAI endpoints, the classifier — is counted the same way.
+#[derive(Clone, Debug)]
+pub struct EngineMetrics {
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub generations: Family<GenerationLabels, Counter>,
+    pub prompt_tokens: Family<ModelLabels, Counter>,
+    /// Prompt tokens served from the prefix cache instead of being evaluated.
+    pub cached_prompt_tokens: Family<ModelLabels, Counter>,
+    pub generated_tokens: Family<ModelLabels, Counter>,
+    pub time_to_first_token: Histogram,
+    pub inter_token: Histogram,
+    pub prefill_tokens_per_second: Family<ModelLabels, FloatGauge>,
+    pub decode_tokens_per_second: Family<ModelLabels, FloatGauge>,
+    pub running: Gauge,
+    pub admitted: Gauge,
+    pub model_load_seconds: Family<ModelLabels, FloatGauge>,
+    pub constraint_mask_seconds: Histogram,
+    pub constraint_forced_tokens: Counter,
+}
+
+impl EngineMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        use prometheus_client::metrics::histogram::exponential_buckets;
+        let m = EngineMetrics {
+            http_requests: Family::default(),
+            generations: Family::default(),
+            prompt_tokens: Family::default(),
+            cached_prompt_tokens: Family::default(),
+            generated_tokens: Family::default(),
+            // 10 ms … ~80 s: a warm GPU answers in tens of ms, a long CPU prefill in tens of s.
+            time_to_first_token: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            // 1 ms … ~1 s per token.
+            inter_token: Histogram::new(exponential_buckets(0.001, 2.0, 11)),
+            prefill_tokens_per_second: Family::default(),
+            decode_tokens_per_second: Family::default(),
+            running: Gauge::default(),
+            admitted: Gauge::default(),
+            model_load_seconds: Family::default(),
+            // 10 µs … ~160 ms.
+            constraint_mask_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
+            constraint_forced_tokens: Counter::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "generations",
+            "Generations finished, by model and outcome",
+            m.generations.clone(),
+        );
+        registry.register(
+            "prompt_tokens",
+            "Prompt tokens, including those served from the prefix cache",
+            m.prompt_tokens.clone(),
+        );
+        registry.register(
+            "prompt_cached_tokens",
+            "Prompt tokens served from the prefix cache (not evaluated)",
+            m.cached_prompt_tokens.clone(),
+        );
+        registry.register(
+            "generated_tokens",
+            "Tokens generated",
+            m.generated_tokens.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "From admission to the first streamed token (queue wait + prefill)",
+            m.time_to_first_token.clone(),
+        );
+        registry.register(
+            "inter_token_seconds",
+            "Between streamed tokens of one generation",
+            m.inter_token.clone(),
+        );
+        registry.register(
+            "prefill_tokens_per_second",
+            "Prompt evaluation speed of the last generation",
+            m.prefill_tokens_per_second.clone(),
+        );
+        registry.register(
+            "decode_tokens_per_second",
+            "Generation speed of the last generation",
+            m.decode_tokens_per_second.clone(),
+        );
+        registry.register(
+            "running_requests",
+            "Generations running in a model slot",
+            m.running.clone(),
+        );
+        registry.register(
+            "admitted_requests",
+            "Requests admitted and not finished (running + waiting; 503 beyond OLLAMA_MAX_QUEUE)",
+            m.admitted.clone(),
+        );
+        registry.register(
+            "model_load_seconds",
+            "Time the last load of each model took",
+            m.model_load_seconds.clone(),
+        );
+        registry.register(
+            "constraint_mask_seconds",
+            "Time of each full grammar mask computation in constrained decoding",
+            m.constraint_mask_seconds.clone(),
+        );
+        registry.register(
+            "constraint_forced_tokens",
+            "Tokens appended because the grammar allowed only one",
+            m.constraint_forced_tokens.clone(),
+        );
+        m
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DocumentLabels {
     /// applied, unchanged, skipped, failed, dry_run
     pub outcome: String,
@@ -24,6 +163,13 @@ pub struct PaperlessMetrics {
     pub documents: Family<DocumentLabels, Counter>,
     pub document_seconds: Histogram,
     pub queue_depth: Gauge,
+    /// Failed Paperless calls by kind (unauthorized, unavailable, rejected, ...).
+    pub api_errors: Family<ErrorLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
 }
 
 /// Labels as DCGM exporter names them (`gpu`, `UUID`, `modelName`), so the two series can be
@@ -52,8 +198,15 @@ pub struct GpuMetrics {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    pub engine: EngineMetrics,
     pub paperless: PaperlessMetrics,
     pub gpu: GpuMetrics,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -65,6 +218,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("candlelight");
+        let engine = EngineMetrics::new(&mut registry);
         let paperless = PaperlessMetrics {
             documents: Family::default(),
             // 0.25 s … ~2 min: a document takes seconds on a GPU, tens of seconds on a CPU.
@@ -72,7 +226,13 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(0.25, 2.0, 10),
             ),
             queue_depth: Gauge::default(),
+            api_errors: Family::default(),
         };
+        registry.register(
+            "paperless_api_errors",
+            "Paperless API calls that failed after retries, by kind",
+            paperless.api_errors.clone(),
+        );
         registry.register(
             "paperless_documents",
             "Paperless documents handled, by outcome and trigger",
@@ -146,6 +306,7 @@ impl Metrics {
         );
         Metrics {
             registry: Arc::new(registry),
+            engine,
             paperless,
             gpu,
         }
@@ -217,6 +378,34 @@ impl Metrics {
         out
     }
 
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools that do not speak
+    /// OpenMetrics (`promtool check metrics`, older Prometheus): counters are declared under
+    /// their `_total` sample name, and the OpenMetrics-only `# UNIT` and `# EOF` lines go.
+    pub fn render_text(&self) -> String {
+        let om = self.render();
+        let counters: std::collections::HashSet<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(om.len());
+        for line in om.lines() {
+            if line.starts_with("# EOF") || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+                let rest = line.strip_prefix(prefix)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{prefix}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn document(&self, outcome: &str, trigger: &str, seconds: f64) {
         self.paperless
             .documents
@@ -246,6 +435,10 @@ mod tests {
         );
         assert!(text.contains("candlelight_paperless_document_seconds_count 1"));
         assert!(text.trim_end().ends_with("# EOF"));
+        let classic = m.render_text();
+        assert!(classic.contains("# TYPE candlelight_paperless_documents_total counter"));
+        assert!(classic.contains("# HELP candlelight_paperless_documents_total "));
+        assert!(!classic.contains("# EOF"));
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/embeddings", post(openai::embeddings))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(
             tower_http::cors::CorsLayer::new()
@@ -74,19 +78,68 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Prometheus scrape: OpenMetrics text.
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        {
-            state.metrics.observe_gpu(&state.gpu.get());
-            state.metrics.render()
-        },
-    )
-        .into_response()
+/// Counts every request by route pattern (not the raw path: model names in `/v1/models/...`
+/// must not become unbounded label values), method and status.
+async fn count_requests(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .engine
+        .http_requests
+        .get_or_create(&crate::metrics::HttpLabels {
+            endpoint,
+            method,
+            status: response.status().as_u16().to_string(),
+        })
+        .inc();
+    response
+}
+
+/// Prometheus scrape: OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic text format.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    state.metrics.observe_gpu(&state.gpu.get());
+    state
+        .metrics
+        .engine
+        .admitted
+        .set(state.engine.queued() as i64);
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render_text(),
+        )
+            .into_response()
+    }
 }
 
 /// The GPU monitor's latest sample (or why there is none).

@@ -51,6 +51,8 @@ pub struct EngineOptions {
     /// Generations one model runs at once, interleaved token by token (OLLAMA_NUM_PARALLEL).
     pub num_parallel: usize,
     pub keep_alive: KeepAlive,
+    /// Where inference reports (None: nowhere, e.g. a one-off CLI job).
+    pub metrics: Option<crate::metrics::EngineMetrics>,
 }
 
 /// A model that is loaded and has a worker thread.
@@ -215,9 +217,20 @@ impl Engine {
         });
         let default_ctx = self.inner.opts.num_ctx;
         let slots = self.inner.opts.num_parallel;
+        if let Some(m) = &self.inner.opts.metrics {
+            m.model_load_seconds
+                .get_or_create(&crate::metrics::ModelLabels {
+                    model: resolved.name.clone(),
+                })
+                .set(load_duration.as_secs_f64());
+        }
+        let telemetry = worker::Telemetry {
+            metrics: self.inner.opts.metrics.clone(),
+            model: resolved.name.clone(),
+        };
         std::thread::Builder::new()
             .name(format!("model {}", resolved.name))
-            .spawn(move || worker::run(lm, default_ctx, slots, rx))
+            .spawn(move || worker::run(lm, default_ctx, slots, rx, telemetry))
             .map_err(|e| EngineError::Device(format!("cannot start the model thread: {e}")))?;
         models.insert(resolved.name, loaded.clone());
         Ok((loaded, load_duration))
@@ -267,6 +280,7 @@ impl Engine {
             .send(Job {
                 task,
                 events: tx,
+                admitted: Instant::now(),
                 _permit: permit,
             })
             .map_err(|_| EngineError::WorkerGone)?;

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::generate::{GenerateRequest, Generation, Session};
+use super::generate::{Completion, FinishReason, GenerateRequest, Generation, Session};
 use super::model::LoadedModel;
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
 use super::template::{render_go_template, ChatMessage};
 use super::EngineError;
+use crate::metrics::{EngineMetrics, GenerationLabels, ModelLabels};
 
 pub(crate) enum Task {
     Generate(Box<GenerateTask>),
@@ -21,6 +22,8 @@ pub(crate) enum Task {
 pub(crate) struct Job {
     pub task: Task,
     pub events: UnboundedSender<Event>,
+    /// When the engine admitted it: time to first token counts the queue wait.
+    pub admitted: Instant,
     /// Released when the job ends (queue accounting).
     pub _permit: super::Permit,
 }
@@ -33,14 +36,84 @@ struct Active {
     prompt: Vec<u32>,
     truncated: bool,
     started: Instant,
+    admitted: Instant,
+    last_token: Option<Instant>,
     _permit: super::Permit,
+}
+
+/// What a worker reports to, and under which model name.
+pub(crate) struct Telemetry {
+    pub metrics: Option<EngineMetrics>,
+    pub model: String,
+}
+
+impl Telemetry {
+    fn token(&self, admitted: Instant, last: &mut Option<Instant>) {
+        let now = Instant::now();
+        if let Some(m) = &self.metrics {
+            match *last {
+                None => m
+                    .time_to_first_token
+                    .observe((now - admitted).as_secs_f64()),
+                Some(t) => m.inter_token.observe((now - t).as_secs_f64()),
+            }
+        }
+        *last = Some(now);
+    }
+
+    fn finished(&self, outcome: &str, done: Option<&Completion>) {
+        let Some(m) = &self.metrics else { return };
+        let model = ModelLabels {
+            model: self.model.clone(),
+        };
+        m.running.dec();
+        m.generations
+            .get_or_create(&GenerationLabels {
+                model: self.model.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        let Some(c) = done else { return };
+        m.prompt_tokens
+            .get_or_create(&model)
+            .inc_by(c.prompt_tokens as u64);
+        m.cached_prompt_tokens
+            .get_or_create(&model)
+            .inc_by(c.cached_tokens as u64);
+        m.generated_tokens
+            .get_or_create(&model)
+            .inc_by(c.tokens.len() as u64);
+        let evaluated = c.prompt_tokens.saturating_sub(c.cached_tokens);
+        if evaluated > 0 && !c.prompt_eval.is_zero() {
+            m.prefill_tokens_per_second
+                .get_or_create(&model)
+                .set(evaluated as f64 / c.prompt_eval.as_secs_f64());
+        }
+        if !c.tokens.is_empty() && !c.eval.is_zero() {
+            m.decode_tokens_per_second
+                .get_or_create(&model)
+                .set(c.tokens.len() as f64 / c.eval.as_secs_f64());
+        }
+        if let Some(stats) = &c.constraint {
+            m.constraint_forced_tokens.inc_by(stats.forced as u64);
+            for t in &stats.mask_times {
+                m.constraint_mask_seconds.observe(t.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// Serves jobs until the engine drops the sender. Up to `slots` generations run interleaved a
 /// token at a time (each with its own KV cache); embeddings run between steps. Finished
 /// sessions go back to a pool and keep their KV state, so the next request that shares a
 /// prefix with one of them (chat history, the classifier's instructions) skips that prefix.
-pub(crate) fn run(lm: LoadedModel, default_ctx: usize, slots: usize, jobs: Receiver<Job>) {
+pub(crate) fn run(
+    lm: LoadedModel,
+    default_ctx: usize,
+    slots: usize,
+    jobs: Receiver<Job>,
+    telemetry: Telemetry,
+) {
     let slots = slots.max(1);
     let mut pool: Vec<Session> = Vec::new();
     let mut active: Vec<Active> = Vec::new();
@@ -68,15 +141,22 @@ pub(crate) fn run(lm: LoadedModel, default_ctx: usize, slots: usize, jobs: Recei
                     }
                 }
                 Task::Generate(t) => match start_generate(&lm, &mut pool, default_ctx, *t) {
-                    Ok((generation, session, prompt, truncated)) => active.push(Active {
-                        generation,
-                        session,
-                        events: job.events,
-                        prompt,
-                        truncated,
-                        started: Instant::now(),
-                        _permit: job._permit,
-                    }),
+                    Ok((generation, session, prompt, truncated)) => {
+                        if let Some(m) = &telemetry.metrics {
+                            m.running.inc();
+                        }
+                        active.push(Active {
+                            generation,
+                            session,
+                            events: job.events,
+                            prompt,
+                            truncated,
+                            started: Instant::now(),
+                            admitted: job.admitted,
+                            last_token: None,
+                            _permit: job._permit,
+                        })
+                    }
                     Err(e) => {
                         let _ = job.events.send(Event::Error(e));
                     }
@@ -88,28 +168,44 @@ pub(crate) fn run(lm: LoadedModel, default_ctx: usize, slots: usize, jobs: Recei
         while i < active.len() {
             let a = &mut active[i];
             let events = a.events.clone();
+            let (admitted, last) = (a.admitted, &mut a.last_token);
             let step = a.generation.step(&lm, &mut a.session, &mut |text| {
+                telemetry.token(admitted, last);
                 events.send(Event::Text(text.to_owned())).is_ok()
             });
             match step {
                 Ok(None) => i += 1,
                 Ok(Some(_)) | Err(_) => {
                     let a = active.swap_remove(i);
-                    finish(a, step.err(), &mut pool);
+                    finish(a, step.err(), &mut pool, &telemetry);
                 }
             }
         }
     }
 }
 
-fn finish(a: Active, error: Option<EngineError>, pool: &mut Vec<Session>) {
+fn finish(a: Active, error: Option<EngineError>, pool: &mut Vec<Session>, t: &Telemetry) {
     if let Some(e) = error {
+        t.finished(
+            if a.events.is_closed() {
+                "cancelled"
+            } else {
+                "error"
+            },
+            None,
+        );
         let _ = a.events.send(Event::Error(e));
         // The cache may hold half-written positions: do not reuse it.
         drop(a.session);
         return;
     }
     let done = a.generation.into_completion();
+    let outcome = if a.events.is_closed() {
+        FinishReason::Cancelled
+    } else {
+        done.finish
+    };
+    t.finished(outcome.as_str(), Some(&done));
     let mut context = a.prompt;
     context.extend_from_slice(&done.tokens);
     let _ = a.events.send(Event::Done(Generated {

@@ -45,6 +45,20 @@ pub enum PaperlessError {
 }
 
 impl PaperlessError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PaperlessError::Unauthorized(_) => "unauthorized",
+            PaperlessError::Forbidden(_) => "forbidden",
+            PaperlessError::NotFound(_) => "not_found",
+            PaperlessError::DuplicateName => "duplicate_name",
+            PaperlessError::Rejected { .. } => "rejected",
+            PaperlessError::Unavailable { .. } => "unavailable",
+            PaperlessError::Decode { .. } => "decode",
+            PaperlessError::BadUrl(_) => "bad_url",
+        }
+    }
+
     /// Worth retrying later (the document stays unprocessed); the others need a person.
     pub fn is_transient(&self) -> bool {
         matches!(self, PaperlessError::Unavailable { .. })

@@ -384,6 +384,16 @@ impl Paperless {
             }
             Err(e) => {
                 self.0.metrics.document("failed", trigger.as_str(), seconds);
+                if let ProcessError::Paperless(p) = e {
+                    self.0
+                        .metrics
+                        .paperless
+                        .api_errors
+                        .get_or_create(&crate::metrics::ErrorLabels {
+                            kind: p.kind().to_owned(),
+                        })
+                        .inc();
+                }
                 tracing::warn!(document = id, trigger = trigger.as_str(), seconds, error = %e,
                     "paperless document failed; it stays unmarked");
             }
