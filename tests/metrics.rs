@@ -194,3 +194,90 @@ fn gpu_state_is_reported_consistently_with_or_without_a_gpu() {
         other => panic!("unexpected status {other}: {api}"),
     }
 }
+
+/// The Grafana dashboard only queries series this build exposes, and has what Grafana's
+/// import needs (uid, title, schema version, a Prometheus datasource input, unique panel ids).
+#[test]
+fn grafana_dashboard_queries_existing_metrics() {
+    let path = common::repo_root().join("deploy/grafana/candlelight.json");
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(d["uid"], "candlelight");
+    assert!(d["title"].as_str().is_some() && d["schemaVersion"].as_u64().is_some());
+    assert_eq!(d["__inputs"][0]["pluginId"], "prometheus");
+
+    // Every family, with samples, as a busy GPU server would expose them.
+    use candlelight::metrics::{ErrorLabels, GenerationLabels, ModelLabels};
+    let m = candlelight::metrics::Metrics::new();
+    m.document("applied", "webhook", 4.0);
+    m.paperless
+        .api_errors
+        .get_or_create(&ErrorLabels {
+            kind: "unavailable".into(),
+        })
+        .inc();
+    let model = ModelLabels {
+        model: "llama3.2:1b".into(),
+    };
+    let e = &m.engine;
+    e.generated_tokens.get_or_create(&model).inc();
+    e.prompt_tokens.get_or_create(&model).inc();
+    e.decode_tokens_per_second.get_or_create(&model).set(80.0);
+    e.prefill_tokens_per_second.get_or_create(&model).set(900.0);
+    e.model_load_seconds.get_or_create(&model).set(1.0);
+    e.generations
+        .get_or_create(&GenerationLabels {
+            model: model.model.clone(),
+            outcome: "stop".into(),
+        })
+        .inc();
+    m.observe_gpu(&candlelight::gpu::GpuState::Available {
+        gpus: vec![candlelight::gpu::GpuSample {
+            index: 0,
+            name: "NVIDIA GeForce RTX 3060".into(),
+            uuid: "GPU-1".into(),
+            memory_total_bytes: 12288 << 20,
+            memory_used_bytes: 2048 << 20,
+            memory_free_bytes: 10240 << 20,
+            process_memory_bytes: Some(1800 << 20),
+            utilization_gpu_percent: Some(90),
+            utilization_memory_percent: Some(40),
+            temperature_celsius: Some(60),
+            power_watts: Some(150.0),
+            sm_clock_mhz: Some(1800),
+        }],
+        sampled_at: String::new(),
+    });
+    let exposed: Vec<String> = m
+        .render_text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let mut checked = 0;
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("candlelight_"))
+            {
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    exposed.iter().any(|e| e == family),
+                    "panel '{}' queries {name}, which /metrics does not have: {exposed:?}",
+                    p["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} series checked");
+}
