@@ -184,7 +184,7 @@ impl PaperlessArgs {
                     .then(|| self.ai_processed_tag_name.trim().to_owned())
                     .filter(|n| !n.is_empty()),
             },
-            scan_interval: crate::paperless::worker::parse_scan_interval(&self.scan_interval)?,
+            scan_interval: crate::paperless::triggers::parse_scan_interval(&self.scan_interval)?,
             dry_run: self.dry_run,
             retry_delay: std::time::Duration::from_secs(30),
         }))

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::params::json_body;
 use super::AppState;
-use crate::paperless::worker::webhook_document_id;
+use crate::paperless::triggers::webhook_document_id;
 use crate::paperless::{
     classify, ClassifyError, Paperless, PaperlessError, ProcessError, Taxonomy, Trigger,
 };

@@ -8,6 +8,7 @@ pub mod dates;
 pub mod evidence;
 pub mod lexicon;
 pub mod title;
+pub mod triggers;
 pub mod worker;
 
 pub use apply::{Applied, Fields, Policy};

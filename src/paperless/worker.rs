@@ -78,6 +78,18 @@ pub enum Outcome {
     DryRun,
 }
 
+impl Outcome {
+    /// The same words as the JSON (`serde(rename_all)`), for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped => "skipped",
+            Outcome::DryRun => "dry_run",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
     pub fetch_ms: u64,
@@ -364,11 +376,8 @@ impl Paperless {
         let seconds = start.elapsed().as_secs_f64();
         match &result {
             Ok(r) => {
-                let outcome = serde_json::to_value(r.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                self.0.metrics.document(&outcome, trigger.as_str(), seconds);
+                let outcome = r.outcome.as_str();
+                self.0.metrics.document(outcome, trigger.as_str(), seconds);
                 let s = r.suggestion.as_ref();
                 tracing::info!(
                     document = id,
@@ -504,218 +513,4 @@ fn ms(d: Duration) -> u64 {
 
 fn join(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// Paperless-AI's SCAN_INTERVAL is a cron expression (`*/30 * * * *`); a plain number of
-/// seconds or a Go-style duration (`90s`, `5m`, `1h`) works too; `0`/`off` disables polling.
-pub fn parse_scan_interval(s: &str) -> Result<Option<Duration>, String> {
-    let s = s.trim();
-    if s.is_empty() || s == "0" || s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("no") {
-        return Ok(None);
-    }
-    let bad = || {
-        format!(
-            "SCAN_INTERVAL '{s}': use seconds (300), a duration (5m, 1h), a cron step \
-             ('*/30 * * * *' or '0 * * * *'), or 0 to turn polling off"
-        )
-    };
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() == 5 {
-        // Only the forms that mean "every N minutes/hours" have a fixed interval.
-        let rest_star = |from: usize| fields[from..].iter().all(|f| *f == "*");
-        if let Some(n) = fields[0].strip_prefix("*/") {
-            if rest_star(1) {
-                let n: u64 = n.parse().map_err(|_| bad())?;
-                return Ok(Some(Duration::from_secs(n.max(1) * 60)));
-            }
-        }
-        if fields[0].parse::<u64>().is_ok() {
-            if fields[1] == "*" && rest_star(2) {
-                return Ok(Some(Duration::from_secs(3600)));
-            }
-            if let Some(h) = fields[1].strip_prefix("*/") {
-                if rest_star(2) {
-                    let h: u64 = h.parse().map_err(|_| bad())?;
-                    return Ok(Some(Duration::from_secs(h.max(1) * 3600)));
-                }
-            }
-        }
-        if fields[0] == "*" && rest_star(1) {
-            return Ok(Some(Duration::from_secs(60)));
-        }
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return if secs > 0.0 {
-            Ok(Some(Duration::from_secs_f64(secs)))
-        } else {
-            Ok(None)
-        };
-    }
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).ok_or_else(bad)?);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
-}
-
-/// The document id in a webhook body, however the workflow was configured: JSON (`doc_id`,
-/// `document_id` or `id`, as a number or a string, or a `doc_url`), form fields, multipart
-/// parts (`include_document`), or a bare number.
-pub fn webhook_document_id(content_type: &str, body: &[u8]) -> Option<i64> {
-    let text = String::from_utf8_lossy(body);
-    let fields: Vec<(String, String)> = if content_type.starts_with("multipart/form-data") {
-        multipart_fields(content_type, &text)
-    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) {
-        match v {
-            serde_json::Value::Object(m) => m
-                .into_iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => (k, s),
-                    other => (k, other.to_string()),
-                })
-                .collect(),
-            other => vec![("id".into(), other.to_string().trim_matches('"').to_owned())],
-        }
-    } else {
-        form_fields(&text)
-    };
-    for key in ["document_id", "doc_id", "id", "document"] {
-        if let Some((_, v)) = fields.iter().find(|(k, _)| k == key) {
-            if let Ok(id) = v.trim().parse::<i64>() {
-                return (id > 0).then_some(id);
-            }
-        }
-    }
-    for key in ["doc_url", "document_url", "url"] {
-        if let Some((_, v)) = fields.iter().find(|(k, _)| k == key) {
-            if let Some(id) = id_in_url(v) {
-                return Some(id);
-            }
-        }
-    }
-    None
-}
-
-/// `http://paperless/documents/8/` or `/api/documents/8/details` → 8.
-fn id_in_url(url: &str) -> Option<i64> {
-    let mut parts = url.split('/');
-    parts.find(|p| *p == "documents")?;
-    parts.next()?.parse().ok().filter(|id| *id > 0)
-}
-
-fn form_fields(text: &str) -> Vec<(String, String)> {
-    text.trim()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn multipart_fields(content_type: &str, body: &str) -> Vec<(String, String)> {
-    let Some(boundary) = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-    else {
-        return vec![];
-    };
-    let delimiter = format!("--{}", boundary.trim_matches('"'));
-    body.split(delimiter.as_str())
-        .filter_map(|part| {
-            let (head, value) = part
-                .split_once("\r\n\r\n")
-                .or_else(|| part.split_once("\n\n"))?;
-            let name = head.split("name=\"").nth(1)?.split('"').next()?;
-            if head.contains("filename=") {
-                return None;
-            }
-            Some((
-                name.to_owned(),
-                value.trim_end_matches(['\r', '\n']).to_owned(),
-            ))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scan_interval_forms() {
-        let m = |n| Some(Duration::from_secs(n));
-        assert_eq!(parse_scan_interval("*/30 * * * *").unwrap(), m(1800));
-        assert_eq!(parse_scan_interval("0 * * * *").unwrap(), m(3600));
-        assert_eq!(parse_scan_interval("0 */2 * * *").unwrap(), m(7200));
-        assert_eq!(parse_scan_interval("300").unwrap(), m(300));
-        assert_eq!(parse_scan_interval("5m").unwrap(), m(300));
-        assert_eq!(parse_scan_interval("0").unwrap(), None);
-        assert_eq!(parse_scan_interval("off").unwrap(), None);
-        assert!(parse_scan_interval("15 3 * * 1").is_err());
-        assert!(parse_scan_interval("soon").is_err());
-    }
-
-    #[test]
-    fn webhook_ids_in_every_shape_paperless_sends() {
-        let json = "application/json";
-        assert_eq!(
-            webhook_document_id(json, br#"{"document_id": "8"}"#),
-            Some(8)
-        );
-        assert_eq!(webhook_document_id(json, br#"{"doc_id": 12}"#), Some(12));
-        assert_eq!(webhook_document_id("", br#"{"document_id": 7}"#), Some(7));
-        assert_eq!(
-            webhook_document_id(
-                json,
-                br#"{"doc_url": "http://127.0.0.1:8000/documents/9/", "doc_id": ""}"#
-            ),
-            Some(9)
-        );
-        assert_eq!(
-            webhook_document_id(
-                "application/x-www-form-urlencoded",
-                b"title=Water+bill&document_id=5"
-            ),
-            Some(5)
-        );
-        let multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"document_id\"\r\n\r\n\
-            4\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
-            \r\n123\r\n--XyZ--\r\n";
-        assert_eq!(
-            webhook_document_id("multipart/form-data; boundary=XyZ", multipart.as_bytes()),
-            Some(4)
-        );
-        assert_eq!(webhook_document_id("text/plain", b"42"), Some(42));
-        assert_eq!(webhook_document_id(json, br#"{"document_id": ""}"#), None);
-        assert_eq!(webhook_document_id(json, br#"{"title": "x"}"#), None);
-    }
 }
