@@ -203,6 +203,14 @@ fn cli_engine(rt: &RuntimeArgs) -> Result<engine::Engine> {
     ))
 }
 
+/// The async runtime of a command-line job: one thread, the cores belong to inference.
+fn cli_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}
+
 fn classify(args: ClassifyArgs) -> Result<()> {
     use candlelight::paperless::{classify, Taxonomy};
     if let Some(id) = args.document_id {
@@ -217,11 +225,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
     )
     .with_context(|| format!("{} is not a taxonomy JSON", path.display()))?;
     let engine = cli_engine(&args.runtime)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    cli_runtime()?.block_on(async move {
         if let Some(file) = &args.file {
             let content = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -264,11 +268,7 @@ fn classify_document(args: &ClassifyArgs, id: i64) -> Result<()> {
         .map_err(anyhow::Error::msg)?
         .context("--document-id needs PAPERLESS_URL and PAPERLESS_API_TOKEN (or --paperless-url and --paperless-token)")?;
     let engine = cli_engine(&args.runtime)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    cli_runtime()?.block_on(async move {
         let p = Paperless::new(engine, settings, candlelight::metrics::Metrics::new())?;
         let report = p
             .process(id, Trigger::Cli, true, Some(args.paperless.dry_run))
