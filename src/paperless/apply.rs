@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::classifier::{Named, Suggestion, Taxonomy};
+use super::classifier::{by_name, Suggestion, Taxonomy};
 use super::client::{Document, Kind, PaperlessClient, PaperlessError};
 
 /// Paperless's own limit on titles.
@@ -118,14 +118,6 @@ fn title_is_default(doc: &Document) -> bool {
     stem == title
 }
 
-fn lookup<'a>(items: &'a [Named], name: &str) -> Option<&'a Named> {
-    items.iter().find(|n| n.name == name).or_else(|| {
-        items
-            .iter()
-            .find(|n| n.name.to_lowercase() == name.to_lowercase())
-    })
-}
-
 fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
@@ -144,7 +136,7 @@ pub async fn apply(
         ..Applied::default()
     };
     let ai_tag_id = match &policy.ai_tag {
-        Some(name) => lookup(&taxonomy.tags, name).map(|n| n.id),
+        Some(name) => by_name(&taxonomy.tags, name).map(|n| n.id),
         None => None,
     };
     // Once processed, every field counts as set: a second run may only add, never rewrite.
@@ -194,13 +186,13 @@ pub async fn apply(
             continue;
         };
         if current.is_some() && !may_replace {
-            if lookup(items, name).map(|n| n.id) != current {
+            if by_name(items, name).map(|n| n.id) != current {
                 out.kept
                     .push(format!("{}: kept the document's own", kind.label()));
             }
             continue;
         }
-        let id = match lookup(items, name) {
+        let id = match by_name(items, name) {
             Some(n) => Some(n.id),
             None if kind == Kind::Correspondent && policy.create_correspondents => {
                 resolve_new(client, kind, name, None, dry_run, &mut out).await?
@@ -223,7 +215,7 @@ pub async fn apply(
     let mut new_tags = Vec::new();
     if policy.write.tags {
         for name in &s.tags {
-            match lookup(&taxonomy.tags, name) {
+            match by_name(&taxonomy.tags, name) {
                 Some(t) if !doc.tags.contains(&t.id) && Some(t.id) != ai_tag_id => {
                     new_tags.push(t.id);
                     out.added_tags.push(t.name.clone());
@@ -317,22 +309,5 @@ mod tests {
         let f = Fields::parse("tags, created").unwrap();
         assert!(f.tags && f.created && !f.title && !f.correspondent);
         assert!(Fields::parse("tags,colour").unwrap_err().contains("colour"));
-    }
-
-    #[test]
-    fn lookup_prefers_the_exact_spelling() {
-        let items = vec![
-            Named {
-                id: 1,
-                name: "finance".into(),
-            },
-            Named {
-                id: 2,
-                name: "Finance".into(),
-            },
-        ];
-        assert_eq!(lookup(&items, "Finance").unwrap().id, 2);
-        assert_eq!(lookup(&items, "FINANCE").unwrap().id, 1);
-        assert!(lookup(&items, "Tax").is_none());
     }
 }

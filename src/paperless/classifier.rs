@@ -72,6 +72,15 @@ pub const MAX_TAGS: usize = 3;
 pub const CLASSIFY_CTX: usize = 2048;
 pub const MAX_TITLE: usize = 80;
 
+/// The item called `name`: the exact spelling first, else ignoring case (Paperless's own
+/// uniqueness is case-sensitive, so "finance" may sit next to "Finance").
+pub fn by_name<'a>(items: &'a [Named], name: &str) -> Option<&'a Named> {
+    items.iter().find(|n| n.name == name).or_else(|| {
+        let lower = name.to_lowercase();
+        items.iter().find(|n| n.name.to_lowercase() == lower)
+    })
+}
+
 fn names(items: &[Named]) -> Vec<&str> {
     items.iter().map(|n| n.name.as_str()).collect()
 }
@@ -392,5 +401,22 @@ mod tests {
             today,
         );
         assert_eq!(kept.created.as_deref(), Some("2025-12-31"));
+    }
+
+    #[test]
+    fn by_name_prefers_the_exact_spelling() {
+        let items = vec![
+            Named {
+                id: 1,
+                name: "finance".into(),
+            },
+            Named {
+                id: 2,
+                name: "Finance".into(),
+            },
+        ];
+        assert_eq!(by_name(&items, "Finance").unwrap().id, 2);
+        assert_eq!(by_name(&items, "FINANCE").unwrap().id, 1);
+        assert!(by_name(&items, "Tax").is_none());
     }
 }

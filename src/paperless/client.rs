@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::classifier::{Named, Taxonomy};
+use super::classifier::{by_name, Named, Taxonomy};
 
 /// Version 9 is the newest every supported Paperless accepts (2.16–2.20 stop at 9, 3.x serves
 /// 9 and 10); its document `created` is already a plain date.
@@ -288,11 +288,7 @@ impl PaperlessClient {
         let q = format!("{}?name__iexact={}", kind.path(), encode(name));
         let found: Vec<Named> = self.list(&q).await?;
         // Prefer the exact spelling when several differ only in case.
-        Ok(found
-            .iter()
-            .find(|n| n.name == name)
-            .or(found.first())
-            .cloned())
+        Ok(by_name(&found, name).or(found.first()).cloned())
     }
 
     /// Creates an object visible to every user (`owner: null`); `matching_algorithm` 0 keeps

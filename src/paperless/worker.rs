@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::apply::{apply, Applied, Policy};
-use super::classifier::{classify, ClassifyError, Named, Suggestion, Taxonomy};
+use super::classifier::{by_name, classify, ClassifyError, Named, Suggestion, Taxonomy};
 use super::client::{Document, PaperlessClient, PaperlessError};
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
@@ -324,10 +324,7 @@ impl Paperless {
     }
 
     fn ai_tag<'a>(&self, t: &'a Taxonomy) -> Option<&'a Named> {
-        let name = self.0.settings.policy.ai_tag.as_deref()?;
-        t.tags
-            .iter()
-            .find(|n| n.name.to_lowercase() == name.to_lowercase())
+        by_name(&t.tags, self.0.settings.policy.ai_tag.as_deref()?)
     }
 
     fn only_tag_ids(&self, t: &Taxonomy) -> Vec<i64> {
