@@ -472,6 +472,9 @@ impl Paperless {
         .map_err(ProcessError::Classify)?;
         timings.classify_ms = ms(t.elapsed());
         let t = Instant::now();
+        // Classifying takes seconds to tens of seconds: decide what the user has set on the
+        // document as it is now, not as it was before.
+        let doc = self.0.client.document(id).await?;
         let applied = apply(
             &self.0.client,
             &doc,
