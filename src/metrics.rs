@@ -195,6 +195,51 @@ pub struct GpuMetrics {
     pub sm_clock_mhz: Family<GpuLabels, Gauge>,
 }
 
+/// Names and help of the integer GPU gauges, in `GpuMetrics::integer_families` order.
+const GPU_GAUGES: [(&str, &str); 8] = [
+    ("gpu_fb_total_mib", "GPU memory installed, MiB"),
+    (
+        "gpu_fb_used_mib",
+        "GPU memory used, MiB (DCGM_FI_DEV_FB_USED)",
+    ),
+    (
+        "gpu_fb_free_mib",
+        "GPU memory free, MiB (DCGM_FI_DEV_FB_FREE)",
+    ),
+    (
+        "gpu_process_fb_used_mib",
+        "GPU memory used by this process, MiB",
+    ),
+    (
+        "gpu_util_percent",
+        "GPU utilization, % (DCGM_FI_DEV_GPU_UTIL)",
+    ),
+    (
+        "gpu_mem_copy_util_percent",
+        "GPU memory utilization, % (DCGM_FI_DEV_MEM_COPY_UTIL)",
+    ),
+    (
+        "gpu_temp_celsius",
+        "GPU temperature, °C (DCGM_FI_DEV_GPU_TEMP)",
+    ),
+    ("gpu_sm_clock_mhz", "SM clock, MHz (DCGM_FI_DEV_SM_CLOCK)"),
+];
+
+impl GpuMetrics {
+    fn integer_families(&self) -> [&Family<GpuLabels, Gauge>; 8] {
+        [
+            &self.fb_total_mib,
+            &self.fb_used_mib,
+            &self.fb_free_mib,
+            &self.process_fb_used_mib,
+            &self.util_percent,
+            &self.mem_copy_util_percent,
+            &self.temp_celsius,
+            &self.sm_clock_mhz,
+        ]
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -254,50 +299,8 @@ impl Metrics {
             "1 when NVML answers (a GPU and its driver are present), else 0",
             gpu.available.clone(),
         );
-        let families: [(&str, &str, &Family<GpuLabels, Gauge>); 8] = [
-            (
-                "gpu_fb_total_mib",
-                "GPU memory installed, MiB",
-                &gpu.fb_total_mib,
-            ),
-            (
-                "gpu_fb_used_mib",
-                "GPU memory used, MiB (DCGM_FI_DEV_FB_USED)",
-                &gpu.fb_used_mib,
-            ),
-            (
-                "gpu_fb_free_mib",
-                "GPU memory free, MiB (DCGM_FI_DEV_FB_FREE)",
-                &gpu.fb_free_mib,
-            ),
-            (
-                "gpu_process_fb_used_mib",
-                "GPU memory used by this process, MiB",
-                &gpu.process_fb_used_mib,
-            ),
-            (
-                "gpu_util_percent",
-                "GPU utilization, % (DCGM_FI_DEV_GPU_UTIL)",
-                &gpu.util_percent,
-            ),
-            (
-                "gpu_mem_copy_util_percent",
-                "GPU memory utilization, % (DCGM_FI_DEV_MEM_COPY_UTIL)",
-                &gpu.mem_copy_util_percent,
-            ),
-            (
-                "gpu_temp_celsius",
-                "GPU temperature, °C (DCGM_FI_DEV_GPU_TEMP)",
-                &gpu.temp_celsius,
-            ),
-            (
-                "gpu_sm_clock_mhz",
-                "SM clock, MHz (DCGM_FI_DEV_SM_CLOCK)",
-                &gpu.sm_clock_mhz,
-            ),
-        ];
-        for (name, help, family) in families {
-            registry.register(name, help, family.clone());
+        for ((name, help), family) in GPU_GAUGES.iter().zip(gpu.integer_families()) {
+            registry.register(*name, *help, family.clone());
         }
         registry.register(
             "gpu_power_watts",
@@ -316,16 +319,7 @@ impl Metrics {
     /// samples on its own thread, a scrape only reads).
     pub fn observe_gpu(&self, state: &crate::gpu::GpuState) {
         let g = &self.gpu;
-        for f in [
-            &g.fb_total_mib,
-            &g.fb_used_mib,
-            &g.fb_free_mib,
-            &g.process_fb_used_mib,
-            &g.util_percent,
-            &g.mem_copy_util_percent,
-            &g.temp_celsius,
-            &g.sm_clock_mhz,
-        ] {
+        for f in g.integer_families() {
             f.clear();
         }
         g.power_watts.clear();
