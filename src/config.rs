@@ -35,6 +35,45 @@ pub enum Command {
     List(ListArgs),
     /// GPU state from NVML, like nvidia-smi (says "unavailable" without a GPU or driver).
     Gpu(GpuArgs),
+    /// Developer tools (not for production use).
+    #[command(hide = true, subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Write a model with a real architecture's shape and random weights, to measure speed and
+    /// memory (its output is noise, never a quality measurement).
+    MakeModel(MakeModelArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShapedFormat {
+    /// Hugging Face folder, bf16 safetensors.
+    Safetensors,
+    /// GGUF, every matrix Q8_0.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// GGUF, llama.cpp's Q4_K_M mix.
+    #[value(name = "q4_k_m")]
+    Q4KM,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MakeModelArgs {
+    /// The shape: llama3.2-1b or llama3.2-tiny.
+    #[arg(long, default_value = "llama3.2-1b")]
+    pub shape: String,
+    /// The tokenizer.json to use (scripts/fetch-test-model fetches Llama 3.2's).
+    #[arg(long, default_value = "models/cache/llama3.2-tokenizer/tokenizer.json")]
+    pub tokenizer: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ShapedFormat,
+    /// Output: a .gguf file, or a folder for safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,4 +10,5 @@ pub mod gpu;
 pub mod metrics;
 pub mod paperless;
 pub mod pull;
+pub mod shaped;
 pub mod store;

@@ -6,8 +6,8 @@ use clap::Parser;
 
 use candlelight::bench::BenchSetup;
 use candlelight::config::{
-    parse_host, BenchArgs, ClassifyArgs, Cli, Command, GenerateArgs, GpuArgs, ListArgs, PullArgs,
-    RuntimeArgs, ServeArgs,
+    parse_host, BenchArgs, ClassifyArgs, Cli, Command, DevCommand, GenerateArgs, GpuArgs, ListArgs,
+    MakeModelArgs, PullArgs, RuntimeArgs, ServeArgs, ShapedFormat,
 };
 use candlelight::engine::device::{default_threads, set_cpu_threads};
 use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, SamplingParams};
@@ -31,6 +31,7 @@ fn main() -> Result<()> {
         Command::Pull(args) => pull(args),
         Command::List(args) => list(args),
         Command::Gpu(args) => gpu(args),
+        Command::Dev(DevCommand::MakeModel(args)) => make_model(args),
     }
 }
 
@@ -289,6 +290,42 @@ fn gpu(args: GpuArgs) -> Result<()> {
     } else {
         print!("{}", table(&state));
     }
+    Ok(())
+}
+
+fn make_model(args: MakeModelArgs) -> Result<()> {
+    use candlelight::shaped::{self, GgufMix, Shape};
+    let shape = Shape::by_name(&args.shape).with_context(|| {
+        format!(
+            "unknown shape '{}': use llama3.2-1b or llama3.2-tiny",
+            args.shape
+        )
+    })?;
+    if !args.tokenizer.is_file() {
+        anyhow::bail!(
+            "{} not found: run scripts/fetch-test-model, or pass --tokenizer",
+            args.tokenizer.display()
+        );
+    }
+    let t = Instant::now();
+    match args.format {
+        ShapedFormat::Safetensors => {
+            shaped::write_safetensors(&shape, &args.tokenizer, &args.out, args.seed)?
+        }
+        ShapedFormat::Q8_0 => {
+            shaped::write_gguf(&shape, &args.tokenizer, GgufMix::Q8_0, &args.out, args.seed)?
+        }
+        ShapedFormat::Q4KM => {
+            shaped::write_gguf(&shape, &args.tokenizer, GgufMix::Q4KM, &args.out, args.seed)?
+        }
+    }
+    eprintln!(
+        "wrote {} ({} shape, {:.2} B parameters, RANDOM weights: for speed and memory only) in {:.0} s",
+        args.out.display(),
+        shape.name,
+        shape.parameter_count() as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -453,7 +453,12 @@ fn go_template(t: &ChatTemplate) -> &'static str {
         ChatTemplate::ChatMl { .. } => {
             "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
         }
-        ChatTemplate::Llama3 => {
+        ChatTemplate::Llama3 {
+            system_preamble: Some(_),
+        } => {
+            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n{{ if .System }}{{ .System }}{{ end }}<|eot_id|>{{- range .Messages }}{{ if ne .Role \"system\" }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        }
+        ChatTemplate::Llama3 { .. } => {
             "<|begin_of_text|>{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
         }
         ChatTemplate::Plain => "{{ .Prompt }}",

@@ -372,8 +372,24 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
     Ok(gguf_info(path, &content, file_size))
 }
 
-/// The quantization of the bulk of the weights (what Ollama calls quantization_level).
+/// What Ollama calls quantization_level: llama.cpp's name for `general.file_type` (e.g.
+/// "Q4_K_M", a mix no single tensor type names), else the type of the bulk of the weights.
 fn dominant_quant(content: &gguf_file::Content) -> String {
+    #[rustfmt::skip]
+    const FILE_TYPES: &[(u32, &str)] = &[
+        (0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (7, "Q8_0"), (8, "Q5_0"),
+        (9, "Q5_1"), (10, "Q2_K"), (11, "Q3_K_S"), (12, "Q3_K_M"), (13, "Q3_K_L"),
+        (14, "Q4_K_S"), (15, "Q4_K_M"), (16, "Q5_K_S"), (17, "Q5_K_M"), (18, "Q6_K"),
+        (32, "BF16"),
+    ];
+    let file_type = content
+        .metadata
+        .get("general.file_type")
+        .and_then(|v| v.to_u32().ok())
+        .and_then(|ft| FILE_TYPES.iter().find(|(n, _)| *n == ft));
+    if let Some((_, name)) = file_type {
+        return (*name).to_owned();
+    }
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
     for t in content.tensor_infos.values() {
         if t.shape.rank() == 2 {

@@ -27,7 +27,9 @@ pub enum ChatTemplate {
     /// conversation does not start with a system message (SmolLM2's template does this).
     ChatMl { default_system: Option<String> },
     /// `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` after `<|begin_of_text|>`.
-    Llama3,
+    /// Llama 3.1/3.2 templates open every conversation with a system block that starts with a
+    /// knowledge-cutoff line (`system_preamble`, read from the template), system message or not.
+    Llama3 { system_preamble: Option<String> },
     /// No template known: messages are joined as plain text.
     Plain,
 }
@@ -54,7 +56,9 @@ impl ChatTemplate {
                 default_system: chatml_default_system(src),
             }
         } else if llama3 {
-            ChatTemplate::Llama3
+            ChatTemplate::Llama3 {
+                system_preamble: llama3_system_preamble(src),
+            }
         } else {
             ChatTemplate::Plain
         }
@@ -63,7 +67,7 @@ impl ChatTemplate {
     pub fn name(&self) -> &'static str {
         match self {
             ChatTemplate::ChatMl { .. } => "chatml",
-            ChatTemplate::Llama3 => "llama3",
+            ChatTemplate::Llama3 { .. } => "llama3",
             ChatTemplate::Plain => "plain",
         }
     }
@@ -86,7 +90,7 @@ impl ChatTemplate {
                     out.push(Piece::Text("assistant\n".into()));
                 }
             }
-            ChatTemplate::Llama3 => {
+            ChatTemplate::Llama3 { system_preamble } => {
                 out.push(Piece::Special("<|begin_of_text|>"));
                 let header = |out: &mut Vec<Piece>, role: &str| {
                     out.push(Piece::Special("<|start_header_id|>"));
@@ -94,6 +98,19 @@ impl ChatTemplate {
                     out.push(Piece::Special("<|end_header_id|>"));
                     out.push(Piece::Text("\n\n".into()));
                 };
+                let mut messages = messages;
+                if let Some(preamble) = system_preamble {
+                    let system = match messages.first() {
+                        Some(m) if m.role == "system" => {
+                            messages = &messages[1..];
+                            m.content.trim()
+                        }
+                        _ => "",
+                    };
+                    header(&mut out, "system");
+                    out.push(Piece::Text(format!("{preamble}{system}")));
+                    out.push(Piece::Special("<|eot_id|>"));
+                }
                 for m in messages {
                     header(&mut out, &m.role);
                     out.push(Piece::Text(m.content.trim().to_owned()));
@@ -163,7 +180,7 @@ impl ChatTemplate {
     pub fn stop_tokens(&self, tok: &Tokenizer) -> Vec<u32> {
         let names: &[&str] = match self {
             ChatTemplate::ChatMl { .. } => &["<|im_end|>", "<|endoftext|>"],
-            ChatTemplate::Llama3 => &["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"],
+            ChatTemplate::Llama3 { .. } => &["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"],
             ChatTemplate::Plain => &[],
         };
         let mut ids: Vec<u32> = names.iter().filter_map(|n| tok.special_id(n)).collect();
@@ -183,6 +200,21 @@ fn chatml_default_system(src: &str) -> Option<String> {
     let start = src.find(CHATML_SYSTEM_OPEN)? + CHATML_SYSTEM_OPEN.len();
     let end = start + src[start..].find("<|im_end|>")?;
     Some(src[start..end].replace("\\n", "\n"))
+}
+
+/// The knowledge-cutoff line of a Llama 3.1/3.2 template, rendered the way Ollama's llama3.2
+/// template does (`Cutting Knowledge Date: December 2023` and a blank line). Meta's Jinja
+/// template also prints today's date; leaving it out keeps prompts identical from day to day
+/// (so the prompt cache holds) and matches what Ollama users got before.
+fn llama3_system_preamble(src: &str) -> Option<String> {
+    const KEY: &str = "Cutting Knowledge Date: ";
+    let start = src.find(KEY)? + KEY.len();
+    let date: String = src[start..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == ' ')
+        .collect();
+    let date = date.trim();
+    (!date.is_empty()).then(|| format!("{KEY}{date}\n\n"))
 }
 
 /// A request's own prompt template (Ollama's `template` field) in the subset of Go's
@@ -342,7 +374,10 @@ mod tests {
 
     #[test]
     fn llama3_layout() {
-        let text = ChatTemplate::Llama3.render_text(
+        let text = ChatTemplate::Llama3 {
+            system_preamble: None,
+        }
+        .render_text(
             &[
                 ChatMessage::new("system", "Sys"),
                 ChatMessage::new("user", "  Hello \n"),
@@ -354,6 +389,34 @@ mod tests {
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys<|eot_id|>\
              <|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>\
              <|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn llama32_system_block_carries_the_knowledge_cutoff() {
+        let src = "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\
+                   {{- \"Cutting Knowledge Date: December 2023\\n\" }}";
+        let t = ChatTemplate::Llama3 {
+            system_preamble: llama3_system_preamble(src),
+        };
+        let hdr = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n\
+                   Cutting Knowledge Date: December 2023\n\n";
+        assert_eq!(
+            t.render_text(&[ChatMessage::new("user", "Hi")], true),
+            format!(
+                "{hdr}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+                 <|start_header_id|>assistant<|end_header_id|>\n\n"
+            )
+        );
+        assert_eq!(
+            t.render_text(
+                &[
+                    ChatMessage::new("system", " Sys "),
+                    ChatMessage::new("user", "Hi")
+                ],
+                false
+            ),
+            format!("{hdr}Sys<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>")
         );
     }
 }
