@@ -199,7 +199,7 @@ fn gpu_state_is_reported_consistently_with_or_without_a_gpu() {
 /// import needs (uid, title, schema version, a Prometheus datasource input, unique panel ids).
 #[test]
 fn grafana_dashboard_queries_existing_metrics() {
-    let path = common::repo_root().join("deploy/grafana/candlelight.json");
+    let path = common::repo_root().join("deploy/monitoring/grafana/candlelight.json");
     let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(d["uid"], "candlelight");
     assert!(d["title"].as_str().is_some() && d["schemaVersion"].as_u64().is_some());
