@@ -92,7 +92,10 @@ pub fn check(store: &ModelStore, name: &str) -> Result<bool, PullError> {
 struct Source {
     manifest: crate::store::Manifest,
     repo: String,
-    path: String,
+    /// Files in the repository. `path = "x.gguf"`: one file, stored as the manifest's `file`;
+    /// `files = [...]`: a folder (a sentence-transformers model), stored under `file/`.
+    files: Vec<String>,
+    folder: bool,
 }
 
 fn source_of(store: &ModelStore, name: &str) -> Result<Source, PullError> {
@@ -105,13 +108,27 @@ fn source_of(store: &ModelStore, name: &str) -> Result<Source, PullError> {
         .find(|m| m.name.eq_ignore_ascii_case(base) && m.tags.iter().any(|t| t == tag))
         .ok_or(PullError::UnknownModel)?;
     let source = manifest.source.as_ref();
-    match (
-        source.and_then(|s| s.get("hf")).and_then(|v| v.as_str()),
-        source.and_then(|s| s.get("path")).and_then(|v| v.as_str()),
-    ) {
-        (Some(repo), Some(path)) => Ok(Source {
+    let repo = source.and_then(|s| s.get("hf")).and_then(|v| v.as_str());
+    let path = source.and_then(|s| s.get("path")).and_then(|v| v.as_str());
+    let files: Option<Vec<String>> = source
+        .and_then(|s| s.get("files"))
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        });
+    match (repo, path, files) {
+        (Some(repo), _, Some(files)) if !files.is_empty() => Ok(Source {
             repo: repo.to_owned(),
-            path: path.to_owned(),
+            files,
+            folder: true,
+            manifest,
+        }),
+        (Some(repo), Some(path), _) => Ok(Source {
+            repo: repo.to_owned(),
+            files: vec![path.to_owned()],
+            folder: false,
             manifest,
         }),
         _ => Err(PullError::NoSource(canonical)),
@@ -136,16 +153,76 @@ pub async fn pull(
     let Source {
         manifest,
         repo,
-        path,
+        files,
+        folder,
     } = source_of(store, name)?;
-    let url = format!("{}/{repo}/resolve/main/{path}", hub_endpoint());
     let dest: PathBuf = store.cache_dir().join(&manifest.file);
+    std::fs::create_dir_all(store.cache_dir()).map_err(io(store.cache_dir()))?;
+    // Everything lands in a `.part` name first: a model appears complete or not at all.
+    let staging = dest.with_extension("part");
+    for file in &files {
+        let target = if folder {
+            staging.join(file)
+        } else {
+            staging.clone()
+        };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        // The manifest's sha256 is the single file's, or a folder's weights'.
+        let expected = manifest
+            .sha256
+            .as_ref()
+            .filter(|_| !folder || file.ends_with(".safetensors") || file.ends_with(".gguf"));
+        let digest = expected
+            .map(|d| format!("sha256:{d}"))
+            .unwrap_or_else(|| format!("{repo}/{file}"));
+        let url = format!("{}/{repo}/resolve/main/{file}", hub_endpoint());
+        let got = download(
+            &url,
+            &target,
+            &dest,
+            &digest,
+            expected,
+            &manifest.file,
+            progress,
+        )
+        .await;
+        if let Err(e) = got {
+            if folder {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            return Err(e);
+        }
+    }
+    report(Progress::status("writing manifest")).await;
+    if folder && dest.is_dir() {
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+    std::fs::rename(&staging, &dest).map_err(io(&dest))?;
+    report(Progress::status("success")).await;
+    Ok(())
+}
+
+/// One file to `target`, with progress, checked against `expected` (sha256 hex) if given.
+async fn download(
+    url: &str,
+    target: &std::path::Path,
+    dest: &std::path::Path,
+    digest: &str,
+    expected: Option<&String>,
+    label: &str,
+    progress: &Sender<Progress>,
+) -> Result<(), PullError> {
+    let report = |p: Progress| async move {
+        let _ = progress.send(p).await;
+    };
     let fail = |reason: String| PullError::Download {
-        url: url.clone(),
+        url: url.to_owned(),
         reason,
         dest: dest.display().to_string(),
     };
-    let mut req = reqwest::Client::new().get(&url);
+    let mut req = reqwest::Client::new().get(url);
     if let Ok(token) = std::env::var("HF_TOKEN") {
         req = req.bearer_auth(token);
     }
@@ -154,14 +231,7 @@ pub async fn pull(
         return Err(fail(format!("HTTP {}", resp.status())));
     }
     let total = resp.content_length();
-    let digest = manifest
-        .sha256
-        .clone()
-        .map(|d| format!("sha256:{d}"))
-        .unwrap_or_else(|| format!("{repo}/{path}"));
-    std::fs::create_dir_all(store.cache_dir()).map_err(io(store.cache_dir()))?;
-    let part = dest.with_extension("part");
-    let mut file = tokio::fs::File::create(&part).await.map_err(io(&part))?;
+    let mut file = tokio::fs::File::create(target).await.map_err(io(target))?;
     let mut hasher = Sha256::new();
     let mut completed = 0u64;
     let mut last_report = 0u64;
@@ -169,7 +239,7 @@ pub async fn pull(
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| fail(e.to_string()))?;
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(io(&part))?;
+        file.write_all(&chunk).await.map_err(io(target))?;
         completed += chunk.len() as u64;
         // A report per ~1% (or 8 MiB) keeps the stream readable for multi-GB files.
         let step = total.map_or(8 << 20, |t| (t / 100).max(1 << 20));
@@ -177,33 +247,31 @@ pub async fn pull(
             last_report = completed;
             report(Progress {
                 status: format!("pulling {digest}"),
-                digest: Some(digest.clone()),
+                digest: Some(digest.to_owned()),
                 total,
                 completed: Some(completed),
             })
             .await;
         }
     }
-    file.flush().await.map_err(io(&part))?;
+    file.flush().await.map_err(io(target))?;
     drop(file);
+    let Some(expected) = expected else {
+        return Ok(());
+    };
     report(Progress::status("verifying sha256 digest")).await;
     let actual: String = hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    if let Some(expected) = &manifest.sha256 {
-        if !expected.eq_ignore_ascii_case(&actual) {
-            let _ = std::fs::remove_file(&part);
-            return Err(PullError::Digest {
-                file: manifest.file.clone(),
-                expected: expected.clone(),
-                actual,
-            });
-        }
+    if !expected.eq_ignore_ascii_case(&actual) {
+        let _ = std::fs::remove_file(target);
+        return Err(PullError::Digest {
+            file: label.to_owned(),
+            expected: expected.clone(),
+            actual,
+        });
     }
-    report(Progress::status("writing manifest")).await;
-    std::fs::rename(&part, &dest).map_err(io(&dest))?;
-    report(Progress::status("success")).await;
     Ok(())
 }

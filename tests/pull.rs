@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 
 const SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
-/// Serves the test model at `/org/smol/resolve/main/smol.gguf` (404 elsewhere) until the
-/// test process ends; returns its base URL.
+/// Serves the test model at `/org/smol/resolve/main/smol.gguf` and the embedding model's
+/// folder under `/org/minilm/resolve/main/` (404 elsewhere) until the test process ends;
+/// returns its base URL.
 fn fake_hub() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let model = std::fs::read(common::test_model_path()).unwrap();
+    let minilm = common::embedding_model_path();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -36,13 +38,18 @@ fn fake_hub() -> String {
                 .nth(1)
                 .unwrap_or("")
                 .to_owned();
-            if path == "/org/smol/resolve/main/smol.gguf" {
+            let body = match path.strip_prefix("/org/minilm/resolve/main/") {
+                _ if path == "/org/smol/resolve/main/smol.gguf" => Some(model.clone()),
+                Some(file) if !file.contains("..") => std::fs::read(minilm.join(file)).ok(),
+                _ => None,
+            };
+            if let Some(body) = body {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                    model.len()
+                    body.len()
                 );
                 let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&model);
+                let _ = stream.write_all(&body);
             } else {
                 let _ = stream.write_all(
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -170,4 +177,63 @@ fn cli_pull_reports_progress_and_says_what_to_do_offline() {
         err.contains("Is this machine online?") && err.contains("copy the file to"),
         "{err}"
     );
+}
+
+#[test]
+fn pull_fetches_a_model_folder_and_the_embedder_serves_from_it() {
+    let _one = common::serial();
+    let hub = fake_hub();
+    let s = Server::start_with_env(&[], &[("HF_ENDPOINT", &hub)]);
+    let files = r#"["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "modules.json", "sentence_bert_config.json",
+        "1_Pooling/config.json"]"#;
+    let weights_sha = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+    for (name, sha) in [("minilm", weights_sha), ("badminilm", &"0".repeat(64)[..])] {
+        std::fs::write(
+            s.models_dir.path().join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\ntags = [\"latest\"]\nfile = \"{name}-folder\"\n\
+                 sha256 = \"{sha}\"\n[source]\nhf = \"org/minilm\"\nfiles = {files}\n"
+            ),
+        )
+        .unwrap();
+    }
+    let lines = pull_lines(&s, "minilm");
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+    let folder = s.models_dir.path().join("cache/minilm-folder");
+    assert!(folder.join("1_Pooling/config.json").is_file());
+    assert!(!s
+        .models_dir
+        .path()
+        .join("cache/minilm-folder.part")
+        .exists());
+    let r: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/api/embed", s.url))
+        .json(&json!({"model": "minilm", "input": "Rechnung"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        r["embeddings"][0].as_array().map(Vec::len),
+        Some(384),
+        "{r}"
+    );
+
+    // Weights that do not match the manifest never become a model.
+    let lines = pull_lines(&s, "badminilm");
+    let last = lines.last().unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("digest mismatch"),
+        "{lines:?}"
+    );
+    assert!(!s.models_dir.path().join("cache/badminilm-folder").exists());
+    assert!(!s
+        .models_dir
+        .path()
+        .join("cache/badminilm-folder.part")
+        .exists());
 }

@@ -41,6 +41,10 @@ impl ApiError {
             EngineError::InvalidInput(_) | EngineError::ContextOverflow { .. } => {
                 Self::bad_request(e.to_string())
             }
+            // Ollama's wording: `"all-minilm" does not support generate`.
+            EngineError::NotCapable(what) => {
+                Self::bad_request(format!("{model:?} does not support {what}"))
+            }
             EngineError::Overloaded(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             other => {
                 tracing::error!(model, error = %other, "request failed");

@@ -15,8 +15,8 @@ use super::error::ApiError;
 use super::params::{json_body, keep_alive, now_rfc3339, rfc3339, Options};
 use super::{collect, first_event, require_model, AppState};
 use crate::engine::{
-    ChatMessage, ChatTemplate, EmbedTask, Event, Format, GenerateTask, Generated, KeepAlive,
-    Loaded, ModelInfo, PromptInput,
+    ChatMessage, ChatTemplate, EmbedTask, EngineError, Event, Format, GenerateTask, Generated,
+    KeepAlive, Loaded, ModelInfo, ModelKind, PromptInput,
 };
 use crate::store::LocalModel;
 
@@ -365,7 +365,12 @@ async fn run(
         .engine
         .generate(&c.model, t, c.keep_alive)
         .await
-        .map_err(|e| ApiError::from_engine(&c.model, e))?;
+        .map_err(|e| match (e, reply.kind) {
+            (EngineError::NotCapable(_), ReplyKind::Chat) => {
+                ApiError::from_engine(&c.model, EngineError::NotCapable("chat"))
+            }
+            (e, _) => ApiError::from_engine(&c.model, e),
+        })?;
     // The prompt is evaluated before the first event, so errors about it still get a status.
     let first = first_event(&c.model, &mut sub.events).await?;
     let load = sub.load_duration;
@@ -530,7 +535,7 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
         "template": template_text,
         "details": details(&info),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": info.kind.capabilities(),
         "modified_at": rfc3339(modified),
     });
     if let ChatTemplate::ChatMl {
@@ -565,7 +570,10 @@ fn ps_entry(state: &AppState, m: &Loaded) -> Value {
         "details": details(&m.info),
         "expires_at": rfc3339(expires),
         "size_vram": if m.on_gpu { size } else { 0 },
-        "context_length": state.engine.options().num_ctx.min(m.config.max_positions),
+        "context_length": match m.info.kind {
+            ModelKind::Embedding => m.config.context_length,
+            ModelKind::Generative => opts.num_ctx.min(m.config.max_positions),
+        },
     })
 }
 

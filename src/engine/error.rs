@@ -32,6 +32,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("server busy, please try again: the request queue is full ({0} waiting)")]
     Overloaded(usize),
+    /// The model lacks a capability (e.g. generate on an embedding model).
+    #[error("the model does not support {0}")]
+    NotCapable(&'static str),
     #[error("the model worker stopped unexpectedly")]
     WorkerGone,
 }

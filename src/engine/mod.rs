@@ -2,6 +2,7 @@
 //! loop, and the [`Engine`] handle that loads models on demand, admits requests into a bounded
 //! queue and hands each to the worker thread that owns the model.
 
+pub mod bert;
 pub mod constraint;
 pub mod device;
 mod error;
@@ -30,7 +31,9 @@ pub use generate::{
     generate, generate_constrained, Completion, ConstraintStats, FinishReason, GenerateRequest,
     Session,
 };
-pub use model::{inspect, load, LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo};
+pub use model::{
+    inspect, load, LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo, ModelKind,
+};
 pub use request::{EmbedTask, Event, GenerateTask, Generated, KeepAlive, PromptInput};
 pub use sampler::{Sampler, SamplingParams};
 pub use template::{ChatMessage, ChatTemplate};
@@ -79,6 +82,9 @@ struct LoadedState {
 impl Loaded {
     /// Bytes this model holds: weights plus `slots` KV caches of `num_ctx` positions.
     pub fn size_bytes(&self, num_ctx: usize, slots: usize) -> u64 {
+        if self.info.kind == ModelKind::Embedding {
+            return self.info.file_size;
+        }
         let c = &self.config;
         let kv = 2 * c.n_layer * c.n_kv_head * c.head_dim * num_ctx.min(c.max_positions) * 4;
         self.info.file_size + (kv * slots.max(1)) as u64
@@ -298,6 +304,9 @@ impl Engine {
         keep_alive: Option<KeepAlive>,
     ) -> Result<Submission, EngineError> {
         let (model, load_duration) = self.acquire(name).await?;
+        if model.info.kind != ModelKind::Generative {
+            return Err(EngineError::NotCapable("generate"));
+        }
         self.submit(
             model,
             Task::Generate(Box::new(task)),

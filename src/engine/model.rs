@@ -34,6 +34,37 @@ pub trait LanguageModel: Send {
     fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor>;
     /// Mean-pooled final hidden states `(hidden)` of `tokens` (for /api/embed).
     fn embed(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor>;
+    /// One vector per input. Decoders run them one by one; encoders override this with one
+    /// padded batch.
+    fn embed_batch(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let longest = inputs.iter().map(Vec::len).max().unwrap_or(0);
+        let mut cache = self.new_cache(longest.max(1))?;
+        inputs
+            .iter()
+            .map(|ids| {
+                cache.clear();
+                Ok(self.embed(ids, &mut cache)?.to_vec1()?)
+            })
+            .collect()
+    }
+}
+
+/// What a model can be asked for (Ollama's capabilities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A decoder: generate, chat (and embeddings from its hidden states, as Ollama allows).
+    Generative,
+    /// A sentence encoder: embeddings only.
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn capabilities(self) -> &'static [&'static str] {
+        match self {
+            ModelKind::Generative => &["completion"],
+            ModelKind::Embedding => &["embedding"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +144,7 @@ pub struct ModelInfo {
     pub metadata: BTreeMap<String, serde_json::Value>,
     /// The chat template source text shipped with the model, if any.
     pub chat_template: Option<String>,
+    pub kind: ModelKind,
 }
 
 /// A model ready to run: weights, tokenizer and what we know about it.
@@ -126,7 +158,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    fn new(model: Box<dyn LanguageModel>, tokenizer: Tokenizer, info: ModelInfo) -> Self {
+    pub(crate) fn new(
+        model: Box<dyn LanguageModel>,
+        tokenizer: Tokenizer,
+        info: ModelInfo,
+    ) -> Self {
         let template = ChatTemplate::detect(info.chat_template.as_deref(), &tokenizer);
         Self {
             model,
@@ -191,7 +227,9 @@ impl std::fmt::Debug for LoadedModel {
 
 /// Loads a GGUF file or a safetensors folder.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    if path.is_dir() {
+    if path.is_dir() && super::bert::is_bert_dir(path) {
+        super::bert::load(path, opts)
+    } else if path.is_dir() {
         load_safetensors(path, opts)
     } else if path.is_file() {
         load_gguf(path, opts)
@@ -350,6 +388,7 @@ fn gguf_info(path: &Path, content: &gguf_file::Content, file_size: u64) -> Model
             .map(|t| t.shape.elem_count() as u64)
             .sum(),
         file_size,
+        kind: ModelKind::Generative,
         metadata: gguf_meta(content),
         chat_template: content
             .metadata
@@ -361,6 +400,9 @@ fn gguf_info(path: &Path, content: &gguf_file::Content, file_size: u64) -> Model
 
 /// Reads what a model is without loading its weights (for listings and `/api/show`).
 pub fn inspect(path: &Path) -> Result<ModelInfo> {
+    if path.is_dir() && super::bert::is_bert_dir(path) {
+        return super::bert::inspect(path);
+    }
     if path.is_dir() {
         // Safetensors headers are small; the mmap reads no weights.
         return Ok(load_safetensors_parts(path, &Device::Cpu, usize::MAX)?.info);
@@ -660,6 +702,7 @@ fn load_safetensors_parts(
         file_size,
         metadata,
         chat_template,
+        kind: ModelKind::Generative,
     };
     Ok(SafetensorsParts {
         src,

@@ -276,6 +276,12 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
         inner.set_encode_special_tokens(true);
+        // Some tokenizer.json files carry the exporter's padding/truncation (all-MiniLM's:
+        // pad and cut to 128); lengths are the engine's decision, made per model and request.
+        inner
+            .with_truncation(None)
+            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
+        inner.with_padding(None);
         let byte_level = serde_json::to_value(inner.get_decoder())
             .ok()
             .and_then(|d| Some(d.get("type")?.as_str()? == "ByteLevel"))

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::generate::{Completion, FinishReason, GenerateRequest, Generation, Session};
-use super::model::LoadedModel;
+use super::model::{LoadedModel, ModelKind};
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
 use super::template::{render_go_template, ChatMessage};
 use super::EngineError;
@@ -370,6 +370,8 @@ fn start_generate(
     }
 }
 
+const EMBED_BATCH: usize = 32;
+
 fn run_embed(
     lm: &LoadedModel,
     t: EmbedTask,
@@ -380,12 +382,10 @@ fn run_embed(
         .config()
         .max_positions
         .min(t.num_ctx.unwrap_or(usize::MAX));
-    let mut cache = lm.model.new_cache(limit)?;
-    let mut vectors = Vec::with_capacity(t.inputs.len());
-    let mut prompt_tokens = 0;
+    let mut inputs = Vec::with_capacity(t.inputs.len());
     for text in &t.inputs {
         let mut ids = lm.tokenizer.encode(text)?;
-        if ids.is_empty() {
+        if ids.is_empty() && lm.info.kind == ModelKind::Generative {
             ids.extend(lm.tokenizer.bos.or(lm.tokenizer.eos));
         }
         if ids.len() > limit {
@@ -396,10 +396,15 @@ fn run_embed(
             }
             ids.truncate(limit);
         }
-        prompt_tokens += ids.len();
-        cache.clear();
-        let v: Vec<f32> = lm.model.embed(&ids, &mut cache)?.to_vec1()?;
-        vectors.push(normalize(v, t.dimensions));
+        inputs.push(ids);
+    }
+    let prompt_tokens = inputs.iter().map(Vec::len).sum();
+    let mut vectors = Vec::with_capacity(inputs.len());
+    // Batches bound the attention scores' memory (batch x heads x seq^2) of a long list.
+    for chunk in inputs.chunks(EMBED_BATCH) {
+        for v in lm.model.embed_batch(chunk)? {
+            vectors.push(normalize(v, t.dimensions));
+        }
         if events.is_closed() {
             return Ok(());
         }

@@ -23,6 +23,19 @@ pub fn test_model_path() -> PathBuf {
     p
 }
 
+pub const EMBEDDING_MODEL_DIR: &str = "all-minilm-l6-v2";
+
+/// The all-MiniLM-L6-v2 folder (`all-minilm`), fetched by scripts/fetch-test-model.
+pub fn embedding_model_path() -> PathBuf {
+    let p = repo_root().join("models/cache").join(EMBEDDING_MODEL_DIR);
+    assert!(
+        p.join("model.safetensors").exists(),
+        "{} is missing: run scripts/fetch-test-model first",
+        p.display()
+    );
+    p
+}
+
 /// Caps the thread pools (before any tensor op in this process) at 2 threads.
 pub fn init_threads() {
     static INIT: OnceLock<()> = OnceLock::new();
@@ -76,6 +89,11 @@ impl Server {
         std::os::unix::fs::symlink(
             test_model_path(),
             models_dir.path().join("cache").join(TEST_MODEL_FILE),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            embedding_model_path(),
+            models_dir.path().join("cache").join(EMBEDDING_MODEL_DIR),
         )
         .unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
