@@ -407,7 +407,12 @@ fn serve(args: ServeArgs) -> Result<()> {
             engine,
             classify_model: args.classify_model.clone(),
             paperless,
-            webhook_token: args.paperless.webhook_token.clone(),
+            // An empty value (a blank Secret key) means no token, not "reject everything".
+            webhook_token: args
+                .paperless
+                .webhook_token
+                .clone()
+                .filter(|t| !t.trim().is_empty()),
             metrics,
         };
         candlelight::api::serve(

@@ -123,3 +123,51 @@ fn classify_over_http_and_on_the_command_line() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     check(&v["suggestion"]);
 }
+
+#[test]
+fn the_token_guards_everything_that_writes_to_paperless() {
+    let _one = common::serial();
+    let http = reqwest::blocking::Client::new();
+    let send = |s: &Server, path: &str, body: Value, token: Option<&str>| {
+        let mut r = http.post(format!("{}{path}", s.url)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    // No Paperless configured: a request past the token check gets 503, one stopped by it 401.
+    let s = Server::start_with_env(&[], &[("CANDLELIGHT_WEBHOOK_TOKEN", "s3cret")]);
+    for path in ["/api/paperless/webhook", "/api/classify"] {
+        let body = json!({"document_id": 7});
+        let (status, err) = send(&s, path, body.clone(), None);
+        assert_eq!(status, 401, "{path}: {err}");
+        assert!(err["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer"));
+        assert_eq!(send(&s, path, body.clone(), Some("wrong")).0, 401, "{path}");
+        assert_eq!(send(&s, path, body, Some("s3cret")).0, 503, "{path}");
+    }
+    // Classifying text touches no Paperless document: no token needed.
+    let (status, _) = send(
+        &s,
+        "/api/classify",
+        json!({"content": "x", "taxonomy": {"tags": [], "correspondents": [], "document_types": []}}),
+        None,
+    );
+    assert_ne!(status, 401);
+    drop(s);
+    // A blank token (an empty Secret key) means no token, not "reject everything".
+    let s = Server::start_with_env(&[], &[("CANDLELIGHT_WEBHOOK_TOKEN", "")]);
+    let (status, _) = send(
+        &s,
+        "/api/paperless/webhook",
+        json!({"document_id": 7}),
+        None,
+    );
+    assert_eq!(status, 503);
+}

@@ -525,8 +525,8 @@ fn paperless_secret_is_a_template_not_a_value() {
             let (k, v) = line.split_once('=').unwrap_or((line, ""));
             assert!(
                 !v.trim().is_empty(),
-                "{}: {k} is empty (an empty webhook token rejects every call; delete the \
-                 line instead)",
+                "{}: {k} is empty (an empty token or URL means none: delete the line \
+                 instead, so the intent is visible)",
                 real.display()
             );
         }

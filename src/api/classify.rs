@@ -71,12 +71,36 @@ fn process_error(model: &str, e: ProcessError) -> ApiError {
     }
 }
 
+/// With CANDLELIGHT_WEBHOOK_TOKEN set, whatever makes candlelight write to Paperless (the
+/// webhook, /api/classify by document id) needs it as a bearer token. A NetworkPolicy can only
+/// restrict the port, which every Ollama client shares.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.webhook_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, t)| t.trim());
+    if given == Some(token.as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "token missing or wrong: send the header `Authorization: Bearer \
+         <CANDLELIGHT_WEBHOOK_TOKEN>` (in the Paperless workflow's webhook headers)",
+    ))
+}
+
 pub async fn classify_text(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: ClassifyBody = json_body(&body)?;
     if let Some(id) = &b.document_id {
+        authorize(&state, &headers)?;
         let id = document_id(id)?;
         let p = paperless(&state)?;
         super::require_model(&state, Some(&p.settings().model))?;
@@ -112,20 +136,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if let Some(token) = &state.webhook_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .map(|(_, t)| t.trim());
-        if given != Some(token.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "webhook token missing or wrong: add the header \
-                 `Authorization: Bearer <CANDLELIGHT_WEBHOOK_TOKEN>` to the Paperless workflow",
-            ));
-        }
-    }
+    authorize(&state, &headers)?;
     let p = paperless(&state)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
