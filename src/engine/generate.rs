@@ -260,7 +260,21 @@ impl Generation {
         let start = Instant::now();
         let cached = session.reuse_prefix(&req.prompt);
         let fresh = &req.prompt[cached..];
-        let logits = lm.model.forward(fresh, &mut session.cache)?;
+        // The last prompt token is evaluated on its own, exactly as when a cached prefix covers
+        // everything before it. Matmul rounding depends on the batch size, so otherwise a
+        // repeated request (or a streamed one after a non-streamed one) could decode differently
+        // at temperature 0 from a fresh run.
+        let (body, last) = fresh.split_at(fresh.len() - 1);
+        if !body.is_empty() {
+            lm.model.forward(body, &mut session.cache)?;
+        }
+        let logits = match lm.model.forward(last, &mut session.cache) {
+            Ok(l) => l,
+            Err(e) => {
+                session.cache.truncate(cached);
+                return Err(e);
+            }
+        };
         session.tokens.extend_from_slice(fresh);
         Ok(Self {
             sampler: Sampler::new(req.sampling.clone()),

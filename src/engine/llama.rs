@@ -4,8 +4,9 @@
 //! same for both except for the RoPE pairing, which depends on how the file stores Q/K.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
+use super::kernels::Weight;
 use super::kv_cache::KvCache;
 use super::model::{LanguageModel, ModelConfig, RopeScaling, RopeStyle, WeightSource};
 use super::EngineError;
@@ -14,14 +15,14 @@ type Result<T> = std::result::Result<T, EngineError>;
 
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
 }
 
 pub struct Llama {
@@ -29,7 +30,7 @@ pub struct Llama {
     embed: QMatMul,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Weight,
     /// RoPE tables for positions `0..cfg.max_positions`, each `(positions, head_dim / 2)`.
     cos: Tensor,
     sin: Tensor,
@@ -44,25 +45,25 @@ impl Llama {
         let act_dtype = src.activation_dtype();
         let embed = src.matrix("token_embd.weight")?;
         // Tied embeddings (SmolLM2, Llama 3.2 1B/3B): no separate output matrix in the file.
-        let lm_head = if src.contains("output.weight") {
+        let lm_head = Weight::new(if src.contains("output.weight") {
             src.matrix("output.weight")?
         } else {
             embed.clone()
-        };
+        })?;
         let norm = src.vector("output_norm.weight", act_dtype)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("blk.{i}");
             layers.push(Layer {
                 attn_norm: src.vector(&format!("{p}.attn_norm.weight"), act_dtype)?,
-                wq: src.matrix(&format!("{p}.attn_q.weight"))?,
-                wk: src.matrix(&format!("{p}.attn_k.weight"))?,
-                wv: src.matrix(&format!("{p}.attn_v.weight"))?,
-                wo: src.matrix(&format!("{p}.attn_output.weight"))?,
+                wq: Weight::new(src.matrix(&format!("{p}.attn_q.weight"))?)?,
+                wk: Weight::new(src.matrix(&format!("{p}.attn_k.weight"))?)?,
+                wv: Weight::new(src.matrix(&format!("{p}.attn_v.weight"))?)?,
+                wo: Weight::new(src.matrix(&format!("{p}.attn_output.weight"))?)?,
                 ffn_norm: src.vector(&format!("{p}.ffn_norm.weight"), act_dtype)?,
-                w_gate: src.matrix(&format!("{p}.ffn_gate.weight"))?,
-                w_up: src.matrix(&format!("{p}.ffn_up.weight"))?,
-                w_down: src.matrix(&format!("{p}.ffn_down.weight"))?,
+                w_gate: Weight::new(src.matrix(&format!("{p}.ffn_gate.weight"))?)?,
+                w_up: Weight::new(src.matrix(&format!("{p}.ffn_up.weight"))?)?,
+                w_down: Weight::new(src.matrix(&format!("{p}.ffn_down.weight"))?)?,
             });
         }
         let freq_factors = src.rope_freq_factors()?;
@@ -130,7 +131,7 @@ impl Llama {
             .reshape((nh, seq, hd))?
             .transpose(0, 1)?
             .reshape((seq, nh * hd))?;
-        Ok(layer.wo.forward(&y)?)
+        layer.wo.forward(&y)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {

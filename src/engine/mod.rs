@@ -7,6 +7,7 @@ pub mod constraint;
 pub mod device;
 mod error;
 pub mod generate;
+pub mod kernels;
 pub mod kv_cache;
 pub mod llama;
 pub mod model;
