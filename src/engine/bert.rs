@@ -3,7 +3,7 @@
 //! and normalisation follow the folder's own `1_Pooling/config.json` and `modules.json`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -11,7 +11,9 @@ use candle_nn::{LayerNorm, Linear};
 use serde::Deserialize;
 
 use super::kv_cache::KvCache;
-use super::model::{LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo, ModelKind};
+use super::model::{
+    safetensors_files, LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo, ModelKind,
+};
 use super::tokenizer::Tokenizer;
 use super::EngineError;
 
@@ -277,15 +279,7 @@ fn read_folder(dir: &Path, max_context: usize) -> Result<Folder> {
         .and_then(|v| v["max_seq_length"].as_u64())
         .map_or(cfg.max_position_embeddings, |n| n as usize)
         .min(cfg.max_position_embeddings);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| EngineError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(bad("no .safetensors file".into()));
-    }
+    let files = safetensors_files(dir)?;
     // SAFETY: the files are mapped read-only and not modified while the model is loaded.
     let st = unsafe { MmapedSafetensors::multi(&files)? };
     let parameter_count: u64 = st

@@ -559,6 +559,23 @@ impl WeightSource for SafetensorsSource {
     }
 }
 
+/// The `*.safetensors` files of a model folder, sorted (shards in order); at least one.
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| EngineError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(EngineError::BadModel(format!(
+            "{}: no *.safetensors files",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
 /// Everything of a safetensors folder short of the weights themselves (they stay mapped).
 struct SafetensorsParts {
     src: SafetensorsSource,
@@ -595,18 +612,7 @@ fn load_safetensors_parts(
             hf.architectures
         )));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| EngineError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(EngineError::BadModel(format!(
-            "{}: no *.safetensors files",
-            dir.display()
-        )));
-    }
+    let files = safetensors_files(dir)?;
     let file_size = files
         .iter()
         .filter_map(|f| f.metadata().ok())
