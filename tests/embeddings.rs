@@ -7,7 +7,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use base64::Engine as _;
 use common::Server;
@@ -16,19 +15,6 @@ use serde_json::{json, Value};
 
 const LLM: &str = "smollm2:135m";
 const EMBED: &str = "all-minilm";
-
-fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
-        .post(format!("{}{path}", s.url))
-        .json(&body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
@@ -65,7 +51,7 @@ fn embeddings_equal_sentence_transformers_in_one_batch_and_one_by_one() {
         .iter()
         .any(|c| c["tokens_untruncated"].as_u64().unwrap() > 256));
 
-    let (status, batch) = post(&s, "/api/embed", json!({"model": EMBED, "input": texts}));
+    let (status, batch) = s.post("/api/embed", json!({"model": EMBED, "input": texts}));
     assert_eq!(status, 200, "{batch}");
     let vectors = batch["embeddings"].as_array().unwrap();
     assert_eq!(vectors.len(), texts.len());
@@ -82,7 +68,7 @@ fn embeddings_equal_sentence_transformers_in_one_batch_and_one_by_one() {
     }
     // Padding in the batch changes nothing: each text alone gives the same vector.
     for (text, in_batch) in texts.iter().zip(vectors) {
-        let (status, one) = post(&s, "/api/embed", json!({"model": EMBED, "input": text}));
+        let (status, one) = s.post("/api/embed", json!({"model": EMBED, "input": text}));
         assert_eq!(status, 200);
         let c = cosine(&floats(&one["embeddings"][0]), &floats(in_batch));
         assert!(c > 0.99999, "{text:?}: {c}");
@@ -94,27 +80,18 @@ fn every_embeddings_endpoint_and_option() {
     let _one = common::serial();
     let s = Server::start(&[]);
     let text = "Rechnung der Stadtwerke München";
-    let (_, base) = post(&s, "/api/embed", json!({"model": EMBED, "input": [text]}));
+    let (_, base) = s.post("/api/embed", json!({"model": EMBED, "input": [text]}));
     let base = floats(&base["embeddings"][0]);
 
-    let (status, legacy) = post(
-        &s,
-        "/api/embeddings",
-        json!({"model": EMBED, "prompt": text}),
-    );
+    let (status, legacy) = s.post("/api/embeddings", json!({"model": EMBED, "prompt": text}));
     assert_eq!(status, 200);
     assert!(cosine(&floats(&legacy["embedding"]), &base) > 0.99999);
 
-    let (status, oa) = post(
-        &s,
-        "/v1/embeddings",
-        json!({"model": EMBED, "input": [text]}),
-    );
+    let (status, oa) = s.post("/v1/embeddings", json!({"model": EMBED, "input": [text]}));
     assert_eq!(status, 200, "{oa}");
     assert_eq!(oa["object"], "list");
     assert!(cosine(&floats(&oa["data"][0]["embedding"]), &base) > 0.99999);
-    let (status, b64) = post(
-        &s,
+    let (status, b64) = s.post(
         "/v1/embeddings",
         json!({"model": EMBED, "input": text, "encoding_format": "base64"}),
     );
@@ -130,8 +107,7 @@ fn every_embeddings_endpoint_and_option() {
     assert!(cosine(&decoded, &base) > 0.99999);
 
     // dimensions: the first N components, normalised again.
-    let (_, short) = post(
-        &s,
+    let (_, short) = s.post(
         "/api/embed",
         json!({"model": EMBED, "input": text, "dimensions": 128}),
     );
@@ -143,16 +119,15 @@ fn every_embeddings_endpoint_and_option() {
 
     // truncate:false on a text longer than the model's window is Ollama's 400.
     let long = "Strom ".repeat(600);
-    let (status, err) = post(
-        &s,
+    let (status, err) = s.post(
         "/api/embed",
         json!({"model": EMBED, "input": long, "truncate": false}),
     );
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"], "the input length exceeds the context length");
-    let (status, _) = post(&s, "/api/embed", json!({"model": EMBED, "input": long}));
+    let (status, _) = s.post("/api/embed", json!({"model": EMBED, "input": long}));
     assert_eq!(status, 200, "truncate defaults to true");
-    let (status, err) = post(&s, "/api/embed", json!({"model": EMBED, "input": 42}));
+    let (status, err) = s.post("/api/embed", json!({"model": EMBED, "input": 42}));
     assert_eq!(
         (status, err["error"].as_str()),
         (400, Some("invalid input type"))
@@ -163,27 +138,25 @@ fn every_embeddings_endpoint_and_option() {
 fn capabilities_are_reported_and_enforced() {
     let _one = common::serial();
     let s = Server::start(&[]);
-    let (status, show) = post(&s, "/api/show", json!({"model": EMBED}));
+    let (status, show) = s.post("/api/show", json!({"model": EMBED}));
     assert_eq!(status, 200, "{show}");
     assert_eq!(show["capabilities"], json!(["embedding"]));
     assert_eq!(show["details"]["family"], "bert");
     assert_eq!(show["model_info"]["bert.embedding_length"], 384);
     assert_eq!(show["model_info"]["bert.context_length"], 256);
-    let (_, show) = post(&s, "/api/show", json!({"model": LLM}));
+    let (_, show) = s.post("/api/show", json!({"model": LLM}));
     assert_eq!(show["capabilities"], json!(["completion"]));
 
-    let (status, err) = post(&s, "/api/generate", json!({"model": EMBED, "prompt": "hi"}));
+    let (status, err) = s.post("/api/generate", json!({"model": EMBED, "prompt": "hi"}));
     assert_eq!(status, 400);
     assert_eq!(err["error"], "\"all-minilm\" does not support generate");
-    let (status, err) = post(
-        &s,
+    let (status, err) = s.post(
         "/api/chat",
         json!({"model": EMBED, "messages": [{"role": "user", "content": "hi"}]}),
     );
     assert_eq!(status, 400);
     assert_eq!(err["error"], "\"all-minilm\" does not support chat");
-    let (status, err) = post(
-        &s,
+    let (status, err) = s.post(
         "/v1/chat/completions",
         json!({"model": EMBED, "messages": [{"role": "user", "content": "hi"}]}),
     );
@@ -211,14 +184,12 @@ fn capabilities_are_reported_and_enforced() {
 fn llm_and_embedder_stay_loaded_together_and_paperless_ngx3_calls_work() {
     let _one = common::serial();
     let s = Server::start(&["--preload", LLM]);
-    let (status, _) = post(
-        &s,
+    let (status, _) = s.post(
         "/api/embed",
         json!({"model": EMBED, "input": "x", "keep_alive": "10m"}),
     );
     assert_eq!(status, 200);
-    let (status, _) = post(
-        &s,
+    let (status, _) = s.post(
         "/api/chat",
         json!({"model": LLM, "messages": [{"role": "user", "content": "Hi"}],
                "stream": false, "options": {"num_predict": 4}}),

@@ -7,24 +7,42 @@ mod common;
 use std::fs::File;
 use std::io::BufReader;
 
-use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use candlelight::engine::kernels::Weight;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+/// The test model's GGUF, read tensor by tensor.
+struct RealModel {
+    reader: BufReader<File>,
+    content: gguf_file::Content,
+}
+
+impl RealModel {
+    fn open() -> Self {
+        common::init_threads();
+        let mut reader = BufReader::new(File::open(common::test_model_path()).unwrap());
+        let content = gguf_file::Content::read(&mut reader).unwrap();
+        Self { reader, content }
+    }
+
+    fn tensor(&mut self, name: &str) -> QTensor {
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .unwrap()
+    }
+}
+
 #[test]
 fn q4_1_kernel_is_as_close_to_exact_as_candles_on_real_weights() {
-    common::init_threads();
-    let path = common::test_model_path();
-    let mut reader = BufReader::new(File::open(&path).unwrap());
-    let content = gguf_file::Content::read(&mut reader).unwrap();
+    let mut model = RealModel::open();
     let mut rng = StdRng::seed_from_u64(5);
     for name in [
         "blk.0.attn_q.weight",
         "blk.3.ffn_down.weight",
         "blk.7.ffn_up.weight",
     ] {
-        let t = content.tensor(&mut reader, name, &Device::Cpu).unwrap();
+        let t = model.tensor(name);
         let exact_w = t.dequantize(&Device::Cpu).unwrap();
         let (_, cols) = exact_w.dims2().unwrap();
         for m in [1usize, 7] {
@@ -39,9 +57,7 @@ fn q4_1_kernel_is_as_close_to_exact_as_candles_on_real_weights() {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let candle =
-                QMatMul::from_qtensor(content.tensor(&mut reader, name, &Device::Cpu).unwrap())
-                    .unwrap();
+            let candle = QMatMul::from_qtensor(model.tensor(name)).unwrap();
             let theirs: Vec<f32> = candle
                 .forward(&x)
                 .unwrap()
@@ -49,11 +65,7 @@ fn q4_1_kernel_is_as_close_to_exact_as_candles_on_real_weights() {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let ours_w = Weight::new(
-                QMatMul::from_qtensor(content.tensor(&mut reader, name, &Device::Cpu).unwrap())
-                    .unwrap(),
-            )
-            .unwrap();
+            let ours_w = Weight::new(QMatMul::from_qtensor(model.tensor(name)).unwrap()).unwrap();
             assert!(matches!(ours_w, Weight::Q4_1(_)));
             let ours: Vec<f32> = ours_w
                 .forward(&x)
@@ -84,17 +96,10 @@ fn q4_1_kernel_is_as_close_to_exact_as_candles_on_real_weights() {
 /// prompt token alone, a fresh prompt evaluates it with the rest): bit for bit.
 #[test]
 fn q4_1_rows_are_independent_of_the_batch() {
-    common::init_threads();
-    let path = common::test_model_path();
-    let mut reader = BufReader::new(File::open(&path).unwrap());
-    let content = gguf_file::Content::read(&mut reader).unwrap();
+    let mut model = RealModel::open();
     let mut rng = StdRng::seed_from_u64(9);
     for name in ["blk.0.attn_q.weight", "token_embd.weight"] {
-        let w = Weight::new(
-            QMatMul::from_qtensor(content.tensor(&mut reader, name, &Device::Cpu).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let w = Weight::new(QMatMul::from_qtensor(model.tensor(name)).unwrap()).unwrap();
         let cols = 576;
         let m = 5;
         let x: Vec<f32> = (0..m * cols)

@@ -21,16 +21,6 @@ fn client() -> Client {
         .unwrap()
 }
 
-fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = client()
-        .post(format!("{}{path}", s.url))
-        .json(&body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
-
 fn run_client(cmd: &str, script: &str, s: &Server) {
     let root = common::repo_root();
     let out = Command::new(cmd)
@@ -196,7 +186,7 @@ fn error_paths_have_ollama_status_and_body() {
         ),
     ];
     for (path, body, status, msg) in cases {
-        let (st, got) = post(&s, path, body.clone());
+        let (st, got) = s.post(path, body.clone());
         assert_eq!(st, status, "{path} {body} -> {got}");
         let err = got["error"]
             .as_str()
@@ -211,8 +201,7 @@ fn error_paths_have_ollama_status_and_body() {
     assert_eq!(r.status().as_u16(), 404);
 
     // OpenAI routes answer in OpenAI's error shape.
-    let (st, got) = post(
-        &s,
+    let (st, got) = s.post(
         "/v1/chat/completions",
         json!({"model": "nosuch", "messages": [{"role": "user", "content": "x"}]}),
     );
@@ -239,8 +228,7 @@ fn error_paths_have_ollama_status_and_body() {
     }
 
     // Unknown keys in options are ignored, not fatal.
-    let (st, got) = post(
-        &s,
+    let (st, got) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "hi", "stream": false,
         "options": {"num_predict": 2, "mirostat": 2}}),
@@ -317,8 +305,7 @@ fn liveness_version_streaming_and_final_fields() {
 fn context_continues_a_conversation_and_load_unload_work() {
     let _one = common::serial();
     let s = Server::start(&[]);
-    let (st, first) = post(
-        &s,
+    let (st, first) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "My name is Ada.",
         "stream": false, "options": {"temperature": 0, "num_predict": 6}}),
@@ -326,8 +313,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
     assert_eq!(st, 200, "{first}");
     let context = first["context"].as_array().unwrap().clone();
     assert!(context.len() > first["prompt_eval_count"].as_u64().unwrap() as usize);
-    let (st, second) = post(
-        &s,
+    let (st, second) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "What is my name?",
         "context": context, "stream": false, "options": {"temperature": 0, "num_predict": 6}}),
@@ -339,8 +325,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
         "the new context extends the old one"
     );
     // A request's own template replaces the model's.
-    let (st, v) = post(
-        &s,
+    let (st, v) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "Hi", "stream": false,
         "template": "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n",
@@ -353,8 +338,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
         v["context"][0], 1,
         "the template's <|im_start|> is a control token"
     );
-    let (st, v) = post(
-        &s,
+    let (st, v) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "Hi",
         "template": "{{ range .Messages }}{{ end }}"}),
@@ -365,8 +349,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
         "{v}"
     );
     // Raw mode returns no context.
-    let (_, raw) = post(
-        &s,
+    let (_, raw) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "The sky is", "raw": true,
         "stream": false, "options": {"num_predict": 3}}),
@@ -374,7 +357,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
     assert!(raw.get("context").is_none(), "{raw}");
 
     // Empty prompt loads; keep_alive 0 unloads.
-    let (_, v) = post(&s, "/api/generate", json!({"model": MODEL}));
+    let (_, v) = s.post("/api/generate", json!({"model": MODEL}));
     assert_eq!(
         (v["done"].clone(), v["done_reason"].clone()),
         (json!(true), json!("load"))
@@ -387,8 +370,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
         .unwrap();
     assert_eq!(ps["models"][0]["name"], MODEL);
     assert_eq!(ps["models"][0]["size_vram"], 0);
-    let (_, v) = post(
-        &s,
+    let (_, v) = s.post(
         "/api/chat",
         json!({"model": MODEL, "messages": [], "keep_alive": 0}),
     );
@@ -403,8 +385,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
     assert_eq!(ps["models"], json!([]));
 
     // keep_alive 0 on a real request unloads right after it.
-    post(
-        &s,
+    s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "hi", "keep_alive": 0, "stream": false,
         "options": {"num_predict": 1}}),
@@ -439,10 +420,10 @@ fn over_long_prompts_keep_the_instructions() {
         }
         b
     };
-    let (st, v) = post(&s, "/api/chat", body(Some(false)));
+    let (st, v) = s.post("/api/chat", body(Some(false)));
     assert_eq!(st, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("num_ctx"), "{v}");
-    let (st, v) = post(&s, "/api/chat", body(None));
+    let (st, v) = s.post("/api/chat", body(None));
     assert_eq!(st, 200, "{v}");
     assert!(v["prompt_eval_count"].as_u64().unwrap() <= 256);
     assert!(
@@ -458,8 +439,7 @@ fn copy_and_delete_names() {
     let _one = common::serial();
     let s = Server::start(&[]);
     assert_eq!(
-        post(
-            &s,
+        s.post(
             "/api/copy",
             json!({"source": MODEL, "destination": "mine:v1"})
         )
@@ -480,8 +460,7 @@ fn copy_and_delete_names() {
             .any(|m| m["name"] == "mine:v1"),
         "{tags}"
     );
-    let (st, v) = post(
-        &s,
+    let (st, v) = s.post(
         "/api/generate",
         json!({"model": "mine:v1", "prompt": "hi", "stream": false,
         "options": {"num_predict": 1}}),
@@ -493,9 +472,9 @@ fn copy_and_delete_names() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(post(&s, "/api/show", json!({"model": "mine:v1"})).0, 404);
+    assert_eq!(s.post("/api/show", json!({"model": "mine:v1"})).0, 404);
     assert_eq!(
-        post(&s, "/api/show", json!({"model": MODEL})).0,
+        s.post("/api/show", json!({"model": MODEL})).0,
         200,
         "the original stays"
     );
@@ -524,8 +503,7 @@ fn full_queue_is_503_and_a_client_leaving_frees_its_slot() {
     let _one = common::serial();
     let s = Server::start(&["--max-queue", "1"]);
     let stream = long_stream(&s);
-    let (st, v) = post(
-        &s,
+    let (st, v) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "hi", "stream": false}),
     );
@@ -536,8 +514,7 @@ fn full_queue_is_503_and_a_client_leaving_frees_its_slot() {
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (st, v) = post(
-            &s,
+        let (st, v) = s.post(
             "/api/generate",
             json!({"model": MODEL, "prompt": "hi", "stream": false,
             "options": {"num_predict": 1}}),
@@ -598,8 +575,7 @@ fn parallel_slots_interleave_generations() {
     let mut line = String::new();
     a.read_line(&mut line).unwrap();
     // B starts after A's first token and is short; with one slot it would wait for all of A.
-    let (st, b) = post(
-        &s,
+    let (st, b) = s.post(
         "/api/chat",
         json!({"model": MODEL, "stream": false,
         "messages": [{"role": "user", "content": "Say hi."}], "options": {"num_predict": 5}}),

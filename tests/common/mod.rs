@@ -135,6 +135,20 @@ impl Server {
         }
     }
 
+    /// POSTs JSON to `path`; the status and the JSON body (`null` when the body is not JSON).
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .unwrap()
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
