@@ -49,6 +49,7 @@ fn open(model: &str, rt: &RuntimeArgs) -> Result<(LoadedModel, String, usize, f6
         &engine::LoadOptions {
             device: device.clone(),
             max_context: rt.num_ctx,
+            exact_weights: false,
         },
     )
     .with_context(|| format!("loading {}", resolved.path.display()))?;

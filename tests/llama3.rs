@@ -78,6 +78,7 @@ fn load(path: &Path) -> LoadedModel {
         &LoadOptions {
             device: candle_core::Device::Cpu,
             max_context: 4096,
+            exact_weights: false,
         },
     )
     .unwrap()

@@ -225,6 +225,7 @@ fn open(path: &Path) -> LoadedModel {
         &LoadOptions {
             device: Device::Cpu,
             max_context: 4096,
+            exact_weights: false,
         },
     )
     .unwrap()
@@ -383,6 +384,7 @@ fn broken_files_are_clear_errors() {
         &LoadOptions {
             device: Device::Cpu,
             max_context: 64,
+            exact_weights: false,
         },
     )
     .unwrap_err();
@@ -394,6 +396,7 @@ fn broken_files_are_clear_errors() {
         &LoadOptions {
             device: Device::Cpu,
             max_context: 64,
+            exact_weights: false,
         },
     )
     .unwrap_err();

@@ -3,7 +3,6 @@
 //! Weights come from a [`WeightSource`] (GGUF or safetensors, see `model.rs`); the math is the
 //! same for both except for the RoPE pairing, which depends on how the file stores Q/K.
 
-use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::kernels::Weight;
@@ -27,7 +26,7 @@ struct Layer {
 
 pub struct Llama {
     cfg: ModelConfig,
-    embed: QMatMul,
+    embed: Weight,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Weight,
@@ -43,13 +42,14 @@ pub struct Llama {
 impl Llama {
     pub fn load(src: &mut dyn WeightSource, cfg: ModelConfig, device: &Device) -> Result<Self> {
         let act_dtype = src.activation_dtype();
-        let embed = src.matrix("token_embd.weight")?;
-        // Tied embeddings (SmolLM2, Llama 3.2 1B/3B): no separate output matrix in the file.
-        let lm_head = Weight::new(if src.contains("output.weight") {
-            src.matrix("output.weight")?
+        let embed = Weight::new(src.matrix("token_embd.weight")?)?;
+        // Tied embeddings (SmolLM2, Llama 3.2 1B/3B): no separate output matrix in the file;
+        // both uses share one copy.
+        let lm_head = if src.contains("output.weight") {
+            Weight::new(src.matrix("output.weight")?)?
         } else {
             embed.clone()
-        })?;
+        };
         let norm = src.vector("output_norm.weight", act_dtype)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -151,8 +151,10 @@ impl Llama {
                 limit: self.cfg.max_positions,
             });
         }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.to_dtype(self.act_dtype)?;
+        let mut x = self
+            .embed
+            .embedding(tokens, &self.device)?
+            .to_dtype(self.act_dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm(&x, &layer.attn_norm)?;
             x = (x + self.attention(layer, i, &h, pos, cache)?)?;

@@ -197,6 +197,7 @@ impl Engine {
         let opts = LoadOptions {
             device: self.inner.opts.device.clone(),
             max_context: usize::MAX,
+            exact_weights: false,
         };
         let path = resolved.path.clone();
         let start = Instant::now();

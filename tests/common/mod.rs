@@ -54,6 +54,7 @@ pub fn model() -> MutexGuard<'static, LoadedModel> {
                 &LoadOptions {
                     device: candle_core::Device::Cpu,
                     max_context: 2048,
+                    exact_weights: false,
                 },
             )
             .expect("test model loads");

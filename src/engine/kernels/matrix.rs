@@ -1,0 +1,499 @@
+//! What every block type shares: activations quantized to 8-bit blocks of 32 (`Q8Block`, like
+//! ggml's Q8_1), and one matrix type that runs a block type's dot product over rows — on the
+//! calling thread for small decode products, on rayon otherwise.
+//!
+//! Activations use one scale per 32 values for every weight type, also for the 256-wide
+//! K-quants (llama.cpp uses one per 256 there): finer scales cost nothing extra — the K-quant
+//! sub-blocks are 32 (Q4_K) or 16 (Q6_K) wide and need a float multiply-add each anyway —
+//! and round activations more exactly.
+
+use rayon::prelude::*;
+
+/// Activation values per `Q8Block`.
+pub const QK: usize = 32;
+/// Below this many weights a one-row product runs on the calling thread: a small matrix
+/// (SmolLM2's layers, < 1 M weights, ~10-30 µs of work) costs less there than waking the pool.
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 21;
+
+/// An activation block: `a[j] ≈ d * qs[j]`, and `s = d * Σ qs[j]` for offset terms.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Block {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// Activations quantized for one block type's dot product.
+pub trait Activations: Copy + Send + Sync + 'static {
+    /// Values per block.
+    const VALUES: usize;
+    const ZERO: Self;
+    fn quantize(x: &[f32], out: &mut [Self]);
+}
+
+impl Activations for Q8Block {
+    const VALUES: usize = QK;
+    const ZERO: Q8Block = Q8Block {
+        d: 0.0,
+        s: 0.0,
+        qs: [0; QK],
+    };
+    fn quantize(x: &[f32], out: &mut [Self]) {
+        quantize_row(x, out)
+    }
+}
+
+/// Activations for the 256-wide K-quants (like ggml's Q8_K): one scale per 256 values, so a
+/// whole weight block's integer products add up before the one float multiply; `bsums` are the
+/// sums of each 32 values, for Q4_K's offsets.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8KBlock {
+    pub d: f32,
+    pub qs: [i8; 256],
+    pub bsums: [i16; 8],
+}
+
+impl Activations for Q8KBlock {
+    const VALUES: usize = 256;
+    const ZERO: Q8KBlock = Q8KBlock {
+        d: 0.0,
+        qs: [0; 256],
+        bsums: [0; 8],
+    };
+    fn quantize(x: &[f32], out: &mut [Self]) {
+        for (chunk, q) in x.chunks_exact(256).zip(out.iter_mut()) {
+            let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (o, v) in q.qs.iter_mut().zip(chunk) {
+                *o = (v * inv).round() as i8;
+            }
+            for (s, group) in q.bsums.iter_mut().zip(q.qs.chunks_exact(32)) {
+                *s = group.iter().map(|&v| v as i16).sum();
+            }
+            q.d = d;
+        }
+    }
+}
+
+/// Symmetric 8-bit quantization of one activation row, block by block.
+pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
+    for (chunk, q) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (o, v) in q.qs.iter_mut().zip(chunk) {
+            let v = (v * inv).round() as i32;
+            *o = v as i8;
+            sum += v;
+        }
+        // Stored at f16 precision, as ggml's Q8_1 does: Q4_1 results then round exactly like
+        // llama.cpp's (the reference its test compares with), not merely as accurately.
+        q.d = half::f16::from_f32(d).to_f32();
+        q.s = half::f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
+/// `Σ w·a` over one weight row's blocks and the matching activation blocks.
+pub type DotFn<B, A> = fn(&[B], &[A]) -> f32;
+/// Four weight rows times four activation rows, `out[w][a]` (prefill's register blocking: each
+/// weight block is unpacked once for four activation rows, each activation loaded once for four
+/// weight rows). Every pair's result must be bit-identical to `DotFn`'s: a row's product may
+/// not depend on the batch it comes in (a cached prefix evaluates the last prompt token alone,
+/// a fresh prompt evaluates it with the rest).
+pub type TileFn<B, A> = fn([&[B]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
+
+/// One implementation of a block type's products.
+pub struct Kernel<B, A> {
+    pub name: &'static str,
+    pub dot: DotFn<B, A>,
+    pub tile: TileFn<B, A>,
+}
+
+impl<B, A> Clone for Kernel<B, A> {
+    fn clone(&self) -> Self {
+        Kernel { ..*self }
+    }
+}
+
+/// One GGUF block type: how its bytes become a block, what a block means (`dequantize`, the
+/// definition the tests hold the dot products to), and its dot products.
+pub trait BlockKind: Send + Sync + 'static {
+    type Block: Copy + Send + Sync;
+    /// How activations are quantized for this type's dot products.
+    type Act: Activations;
+    const NAME: &'static str;
+    /// Weights per block (a multiple of `QK`).
+    const WEIGHTS: usize;
+    /// Bytes per block in a GGUF file.
+    const BYTES: usize;
+    fn parse(bytes: &[u8]) -> Self::Block;
+    fn dequantize(block: &Self::Block, out: &mut [f32]);
+    /// The reference: plain integer arithmetic, block by block.
+    fn dot_scalar(w: &[Self::Block], a: &[Self::Act]) -> f32;
+    /// The SIMD kernels this CPU runs, fastest first (detected at run time: one binary for any
+    /// x86-64); the scalar reference is added after them.
+    fn simd_kernels() -> Vec<Kernel<Self::Block, Self::Act>>;
+
+    fn kernels() -> Vec<Kernel<Self::Block, Self::Act>> {
+        let mut all = Self::simd_kernels();
+        all.push(Kernel {
+            name: "scalar",
+            dot: Self::dot_scalar,
+            tile: |w, a| w.map(|w| a.map(|a| Self::dot_scalar(w, a))),
+        });
+        all
+    }
+}
+
+/// A quantized matrix `(rows, cols)`: `rows` output features of `cols / K::WEIGHTS` blocks.
+pub struct QMatrix<K: BlockKind> {
+    rows: usize,
+    cols: usize,
+    blocks: Vec<K::Block>,
+    kernel: Kernel<K::Block, K::Act>,
+}
+
+impl<K: BlockKind> QMatrix<K> {
+    /// From GGUF's raw bytes (row-major blocks); `None` if the sizes do not fit the block type.
+    pub fn from_gguf_bytes(bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(K::WEIGHTS) || bytes.len() != rows * cols / K::WEIGHTS * K::BYTES {
+            return None;
+        }
+        let blocks = bytes.chunks_exact(K::BYTES).map(K::parse).collect();
+        let kernel = K::kernels().swap_remove(0);
+        Some(Self {
+            rows,
+            cols,
+            blocks,
+            kernel,
+        })
+    }
+
+    /// The same matrix computed by another of `K::kernels()` (tests compare them).
+    pub fn with_kernel(mut self, kernel: Kernel<K::Block, K::Act>) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    pub fn kernel_name(&self) -> &'static str {
+        self.kernel.name
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn row(&self, r: usize) -> &[K::Block] {
+        let n = self.cols / K::WEIGHTS;
+        &self.blocks[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` in f32 (embedding lookups).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        for (b, o) in self.row(r).iter().zip(out.chunks_exact_mut(K::WEIGHTS)) {
+            K::dequantize(b, o);
+        }
+    }
+
+    /// `x (m, cols)` row-major -> `(m, rows)`: every activation row times every weight row.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols, "activation shape");
+        let nb = self.cols / K::Act::VALUES;
+        let mut qx = vec![K::Act::ZERO; m * nb];
+        if m == 1 {
+            K::Act::quantize(x, &mut qx);
+        } else {
+            qx.par_chunks_mut(nb)
+                .zip(x.par_chunks(self.cols))
+                .for_each(|(q, row)| K::Act::quantize(row, q));
+        }
+        let dot = self.kernel.dot;
+        let mut out = vec![0f32; m * self.rows];
+        if m == 1 {
+            if self.rows * self.cols < PARALLEL_MIN_WEIGHTS {
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = dot(self.row(c), &qx);
+                }
+                return out;
+            }
+            // Decode: tiles of output rows, enough of them that rayon's work stealing
+            // rebalances when another process preempts one of our threads.
+            let tile = (self.rows / (rayon::current_num_threads() * 8)).clamp(8, 256);
+            out.par_chunks_mut(tile).enumerate().for_each(|(t, chunk)| {
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    *o = dot(self.row(t * tile + i), &qx);
+                }
+            });
+            return out;
+        }
+        // Prefill: a tile of 16 weight rows stays in cache while the activation rows pass by,
+        // four by four against groups of four weight rows; each tile fills a row-major block
+        // that is copied into place after.
+        const TILE: usize = 16;
+        let tile_fn = self.kernel.tile;
+        let tiles: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(TILE))
+            .into_par_iter()
+            .map(|t| {
+                let c0 = t * TILE;
+                let c1 = (c0 + TILE).min(self.rows);
+                let width = c1 - c0;
+                let mut part = vec![0f32; m * width];
+                let act = |r: usize| &qx[r * nb..(r + 1) * nb];
+                let full = c0 + (width / 4) * 4;
+                let mut r = 0;
+                while r + 4 <= m {
+                    let a = [act(r), act(r + 1), act(r + 2), act(r + 3)];
+                    for c in (c0..full).step_by(4) {
+                        let w = [
+                            self.row(c),
+                            self.row(c + 1),
+                            self.row(c + 2),
+                            self.row(c + 3),
+                        ];
+                        for (i, per_act) in tile_fn(w, a).into_iter().enumerate() {
+                            for (j, v) in per_act.into_iter().enumerate() {
+                                part[(r + j) * width + (c + i - c0)] = v;
+                            }
+                        }
+                    }
+                    for c in full..c1 {
+                        for (j, a) in a.iter().enumerate() {
+                            part[(r + j) * width + (c - c0)] = dot(self.row(c), a);
+                        }
+                    }
+                    r += 4;
+                }
+                for r in r..m {
+                    for c in c0..c1 {
+                        part[r * width + (c - c0)] = dot(self.row(c), act(r));
+                    }
+                }
+                (c0, part)
+            })
+            .collect();
+        for (c0, part) in tiles {
+            let w = part.len() / m;
+            for r in 0..m {
+                out[r * self.rows + c0..r * self.rows + c0 + w]
+                    .copy_from_slice(&part[r * w..(r + 1) * w]);
+            }
+        }
+        out
+    }
+}
+
+/// The sum of an AVX register's 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let hi = _mm256_extractf128_ps(v, 1);
+    let sum4 = _mm_add_ps(_mm256_castps256_ps128(v), hi);
+    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+    let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
+    _mm_cvtss_f32(sum1)
+}
+
+/// Whether the AVX2 + FMA kernels may run here.
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX-512 kernels may run here: 64-byte registers (BW for the byte/word
+/// multiplies) and VNNI's fused word dot-product-accumulate.
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && has_avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The checks every block type passes, on random blocks from the type's own generator.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+    use candle_core::Device;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// Random GGUF bytes for `rows x cols` weights of type `K`.
+    pub fn random_bytes<K: BlockKind>(
+        rng: &mut StdRng,
+        rows: usize,
+        cols: usize,
+        block: fn(&mut StdRng) -> Vec<u8>,
+    ) -> Vec<u8> {
+        let bytes: Vec<u8> = (0..rows * cols / K::WEIGHTS)
+            .flat_map(|_| block(rng))
+            .collect();
+        assert_eq!(bytes.len(), rows * cols / K::WEIGHTS * K::BYTES);
+        bytes
+    }
+
+    fn activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
+    }
+
+    /// `dequantize` is what candle (ggml's layout, independently written) reads from the same
+    /// bytes, exactly.
+    pub fn dequantize_matches_candle<K: BlockKind>(
+        dtype: GgmlDType,
+        seed: u64,
+        block: fn(&mut StdRng) -> Vec<u8>,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (rows, cols) = (3, 2 * K::WEIGHTS);
+        let bytes = random_bytes::<K>(&mut rng, rows, cols, block);
+        let theirs: Vec<f32> = qtensor_from_ggml(dtype, &bytes, vec![rows, cols], &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let w = QMatrix::<K>::from_gguf_bytes(&bytes, rows, cols).unwrap();
+        let mut ours = vec![0f32; rows * cols];
+        for (r, out) in ours.chunks_exact_mut(cols).enumerate() {
+            w.dequantize_row(r, out);
+        }
+        assert_eq!(ours, theirs, "{} dequantization", K::NAME);
+    }
+
+    /// Every kernel this CPU runs equals the scalar reference: the same integer sums, only
+    /// the f32 accumulation order differs, so the difference stays below 1e-5 of the sum of
+    /// absolute block contributions.
+    pub fn every_kernel_equals_scalar<K: BlockKind>(seed: u64, block: fn(&mut StdRng) -> Vec<u8>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for kernel in K::kernels() {
+            for blocks in [1, 2, 3, 7, 18] {
+                let cols = blocks * K::WEIGHTS;
+                let w = QMatrix::<K>::from_gguf_bytes(
+                    &random_bytes::<K>(&mut rng, 1, cols, block),
+                    1,
+                    cols,
+                )
+                .unwrap();
+                let x = activations(&mut rng, cols);
+                let mut q = vec![K::Act::ZERO; cols / K::Act::VALUES];
+                K::Act::quantize(&x, &mut q);
+                let fast = (kernel.dot)(w.row(0), &q);
+                let exact = K::dot_scalar(w.row(0), &q);
+                let scale: f32 = w
+                    .row(0)
+                    .iter()
+                    .zip(q.chunks_exact(K::WEIGHTS / K::Act::VALUES))
+                    .map(|(b, a)| K::dot_scalar(std::slice::from_ref(b), a).abs())
+                    .sum();
+                assert!(
+                    (fast - exact).abs() <= 1e-5 * scale.max(1.0),
+                    "{} {} {blocks} blocks: {fast} vs {exact}",
+                    K::NAME,
+                    kernel.name
+                );
+            }
+        }
+    }
+
+    /// Every kernel's 4 x 4 tile gives each pair's single-row result bit for bit.
+    pub fn tiles_equal_single_rows_bitwise<K: BlockKind>(
+        seed: u64,
+        block: fn(&mut StdRng) -> Vec<u8>,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for kernel in K::kernels() {
+            for blocks in [1, 3] {
+                let cols = blocks * K::WEIGHTS;
+                let bytes = random_bytes::<K>(&mut rng, 4, cols, block);
+                let w = QMatrix::<K>::from_gguf_bytes(&bytes, 4, cols).unwrap();
+                let acts: Vec<Vec<K::Act>> = (0..4)
+                    .map(|_| {
+                        let mut q = vec![K::Act::ZERO; cols / K::Act::VALUES];
+                        K::Act::quantize(&activations(&mut rng, cols), &mut q);
+                        q
+                    })
+                    .collect();
+                let tile = (kernel.tile)(
+                    [w.row(0), w.row(1), w.row(2), w.row(3)],
+                    [&acts[0], &acts[1], &acts[2], &acts[3]],
+                );
+                for (i, per_act) in tile.iter().enumerate() {
+                    for (j, v) in per_act.iter().enumerate() {
+                        let one = (kernel.dot)(w.row(i), &acts[j]);
+                        assert_eq!(
+                            v.to_bits(),
+                            one.to_bits(),
+                            "{} {} w{i} a{j}",
+                            K::NAME,
+                            kernel.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matmul (decode and prefill paths, odd row counts, rows not a multiple of the
+    /// tile) against dense f32 math on the dequantized weights, for every kernel. 8-bit activations
+    /// move each product by at most |w| * d/2 with d = max|x|/127 per activation block: under
+    /// 1% of Σ|w x| here.
+    pub fn matmul_matches_dense<K: BlockKind>(seed: u64, block: fn(&mut StdRng) -> Vec<u8>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let w = K::WEIGHTS;
+        let shapes = [(1, w, 1), (5, 2 * w, 3), (37, 3 * w, 1), (70, 2 * w, 9)];
+        for (kernel, (rows, cols, m)) in K::kernels()
+            .into_iter()
+            .flat_map(|k| shapes.map(|s| (k.clone(), s)))
+        {
+            let bytes = random_bytes::<K>(&mut rng, rows, cols, block);
+            let q = QMatrix::<K>::from_gguf_bytes(&bytes, rows, cols)
+                .unwrap()
+                .with_kernel(kernel);
+            let mut dense = vec![0f32; rows * cols];
+            for (r, out) in dense.chunks_exact_mut(cols).enumerate() {
+                q.dequantize_row(r, out);
+            }
+            let x = activations(&mut rng, m * cols);
+            let got = q.matmul(&x, m);
+            for r in 0..m {
+                for c in 0..rows {
+                    let products = (0..cols).map(|k| dense[c * cols + k] * x[r * cols + k]);
+                    let want: f32 = products.clone().sum();
+                    let scale: f32 = products.map(f32::abs).sum();
+                    let err = (got[r * rows + c] - want).abs();
+                    assert!(
+                        err <= 0.01 * scale + 1e-4,
+                        "{} {} ({rows},{cols},{m}) r{r} c{c}: {err} of {scale}",
+                        K::NAME,
+                        q.kernel_name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// A random f16 in `lo..hi`, little-endian.
+    pub fn f16_bytes(rng: &mut StdRng, lo: f32, hi: f32) -> [u8; 2] {
+        half::f16::from_f32(rng.random_range(lo..hi)).to_le_bytes()
+    }
+}
