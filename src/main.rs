@@ -14,6 +14,7 @@ use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, Sampl
 use candlelight::store::ModelStore;
 
 fn main() -> Result<()> {
+    engine::device::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -77,6 +77,29 @@ pub fn set_cpu_threads(threads: usize) {
     // SAFETY-relevant only in edition 2024: called at start-up, before worker threads exist.
     std::env::set_var("RAYON_NUM_THREADS", &n);
     std::env::set_var("CANDLE_NUM_THREADS", &n);
+    // candle's element-wise ops run on its own barrier pool, whose workers spin 25,000 rounds
+    // after each job before parking: on a machine with as many threads as cores they spin
+    // against our rayon workers (and anyone else's process). Parking at once measured +11%
+    // prefill on SmolLM2 at 2 threads (kernels-notes.md). A value set by the user wins.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+    }
+}
+
+/// glibc returns every freed block above 128 KB-32 MB (its adaptive mmap threshold) to the
+/// kernel and trims the heap's top beyond 128 KB; a forward pass allocates and frees
+/// megabytes of activations per matrix, so each is paid again in page faults and page zeroing
+/// (~1 M faults, ~18% of CPU time in system calls for a 512-token prefill at the 1B shape).
+/// Raising the thresholds keeps those pages in the process: ~+10% prefill measured
+/// (kernels-notes.md). Call once at start-up; a no-op outside glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
 }
 
 /// Physical cores available to this process (the default thread count: SMT siblings only
