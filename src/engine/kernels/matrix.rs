@@ -61,15 +61,16 @@ impl Activations for Q8KBlock {
         bsums: [0; 8],
     };
     fn quantize(x: &[f32], out: &mut [Self]) {
+        let simd = has_avx2();
         for (chunk, q) in x.chunks_exact(256).zip(out.iter_mut()) {
-            let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
+            let d = amax(chunk, simd) / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            for (o, v) in q.qs.iter_mut().zip(chunk) {
-                *o = (v * inv).round() as i8;
-            }
-            for (s, group) in q.bsums.iter_mut().zip(q.qs.chunks_exact(32)) {
-                *s = group.iter().map(|&v| v as i16).sum();
+            for ((x, qs), s) in chunk
+                .chunks_exact(QK)
+                .zip(q.qs.chunks_exact_mut(QK))
+                .zip(q.bsums.iter_mut())
+            {
+                *s = round_block(x, inv, qs, simd) as i16;
             }
             q.d = d;
         }
@@ -78,21 +79,102 @@ impl Activations for Q8KBlock {
 
 /// Symmetric 8-bit quantization of one activation row, block by block.
 pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
+    let simd = has_avx2();
     for (chunk, q) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
+        let d = amax(chunk, simd) / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (o, v) in q.qs.iter_mut().zip(chunk) {
-            let v = (v * inv).round() as i32;
-            *o = v as i8;
-            sum += v;
-        }
+        let sum = round_block(chunk, inv, &mut q.qs, simd);
         // Stored at f16 precision, as ggml's Q8_1 does: Q4_1 results then round exactly like
         // llama.cpp's (the reference its test compares with), not merely as accurately.
         q.d = half::f16::from_f32(d).to_f32();
         q.s = half::f16::from_f32(d * sum as f32).to_f32();
     }
+}
+
+/// The largest |x| of a slice of whole blocks of 32.
+fn amax(x: &[f32], simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is has_avx2().
+        return unsafe { amax_avx2(x) };
+    }
+    let _ = simd;
+    x.iter().fold(0f32, |a, v| a.max(v.abs()))
+}
+
+/// `round(x * inv)` (half away from zero, as `f32::round`) of 32 values into `out`; returns
+/// their sum. The SIMD version gives the same bits.
+fn round_block(x: &[f32], inv: f32, out: &mut [i8], simd: bool) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is has_avx2().
+        return unsafe { round_block_avx2(x, inv, out) };
+    }
+    let _ = simd;
+    let mut sum = 0i32;
+    for (o, v) in out.iter_mut().zip(x) {
+        let v = (v * inv).round() as i32;
+        *o = v as i8;
+        sum += v;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn amax_avx2(x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    for c in x.chunks_exact(8) {
+        // SAFETY: reads the 8 floats of `c`.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn round_block_avx2(x: &[f32], inv: f32, out: &mut [i8]) -> i32 {
+    use std::arch::x86_64::*;
+    assert!(x.len() == QK && out.len() == QK);
+    let sign = _mm256_set1_ps(-0.0);
+    let (half, one, scale) = (
+        _mm256_set1_ps(0.5),
+        _mm256_set1_ps(1.0),
+        _mm256_set1_ps(inv),
+    );
+    let ints: [__m256i; 4] = std::array::from_fn(|i| {
+        // SAFETY: reads floats 8i..8i+8 of the 32 asserted above.
+        let p = _mm256_mul_ps(unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * i)) }, scale);
+        // Truncate, then step away from zero where the dropped fraction is >= 0.5.
+        let t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+        let away = _mm256_or_ps(one, _mm256_and_ps(p, sign));
+        let step = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), away);
+        _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+    });
+    let sum = _mm256_add_epi32(
+        _mm256_add_epi32(ints[0], ints[1]),
+        _mm256_add_epi32(ints[2], ints[3]),
+    );
+    // i32 -> i16 -> i8 packs work per 128-bit lane; the permute puts the values back in order.
+    let packed = _mm256_packs_epi16(
+        _mm256_packs_epi32(ints[0], ints[1]),
+        _mm256_packs_epi32(ints[2], ints[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: writes the 32 bytes of `out` asserted above.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, ordered) };
+    let s4 = _mm_add_epi32(
+        _mm256_castsi256_si128(sum),
+        _mm256_extracti128_si256(sum, 1),
+    );
+    let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+    _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01)))
 }
 
 /// `Σ w·a` over one weight row's blocks and the matching activation blocks.
@@ -325,6 +407,37 @@ pub(crate) fn has_avx512() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod quantize_tests {
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// The SIMD activation quantization gives the scalar one's bits, ties (x * inv exactly
+    /// n + 0.5) and zero blocks included.
+    #[test]
+    fn simd_quantization_equals_scalar() {
+        if !has_avx2() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut x: Vec<f32> = (0..4096).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+        // A block whose amax is 127 (inv = 1): half-integers are exact ties.
+        for (i, v) in x[..32].iter_mut().enumerate() {
+            *v = i as f32 - 15.5;
+        }
+        x[31] = 127.0;
+        x[32..64].fill(0.0);
+        for i in (0..x.len()).step_by(32) {
+            let inv = 1.0 / (amax(&x[i..i + 32], false) / 127.0).max(f32::MIN_POSITIVE);
+            assert_eq!(amax(&x[i..i + 32], true), amax(&x[i..i + 32], false));
+            let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+            let sa = round_block(&x[i..i + 32], inv, &mut a, true);
+            let sb = round_block(&x[i..i + 32], inv, &mut b, false);
+            assert_eq!((a, sa), (b, sb), "block at {i}");
+        }
     }
 }
 
