@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::kernels::Weight;
+use super::kernels::{self, Weight};
 use super::kv_cache::KvCache;
 use super::model::{LanguageModel, ModelConfig, RopeScaling, RopeStyle, WeightSource};
 use super::EngineError;
@@ -112,6 +112,11 @@ impl Llama {
         let v = heads(layer.wv.forward(x)?, nkv)?;
         let (k, v) = cache.append(idx, &k, &v)?;
         let kv_len = k.dim(1)?;
+        if seq == 1 {
+            if let Some(y) = decode_attention(&q, &k, &v, (nh, nkv, hd))? {
+                return layer.wo.forward(&y);
+            }
+        }
 
         // Grouped-query attention without copying K/V: the n_rep query heads that share one KV
         // head are stacked along the row axis, so one batched matmul per KV head does the work.
@@ -209,6 +214,57 @@ impl LanguageModel for Llama {
         let h = self.hidden(tokens, cache, false)?.to_dtype(DType::F32)?;
         Ok(h.mean(0)?)
     }
+}
+
+/// One position's attention by our kernel over the cache in place, when the tensors are f32
+/// on the CPU (`None` otherwise: candle's path runs). `k`/`v` are the cache's views
+/// `(n_kv_head, len, head_dim)` into its `(n_kv_head, capacity, head_dim)` buffers.
+fn decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (nh, nkv, hd): (usize, usize, usize),
+) -> Result<Option<Tensor>> {
+    if !q.device().is_cpu() || q.dtype() != DType::F32 || k.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let q_flat: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let (k_store, k_layout) = k.storage_and_layout();
+    let (v_store, v_layout) = v.storage_and_layout();
+    let (candle_core::Storage::Cpu(ks), candle_core::Storage::Cpu(vs)) = (&*k_store, &*v_store)
+    else {
+        return Ok(None);
+    };
+    // A narrowed view of a contiguous (nkv, capacity, hd) buffer: strides (capacity*hd, hd, 1).
+    let view = |data: &'_ [f32], layout: &candle_core::Layout| -> Option<(usize, usize)> {
+        let st = layout.stride();
+        let dims = layout.dims();
+        (st.len() == 3 && st[1] == hd && st[2] == 1 && st[0].is_multiple_of(hd) && dims[0] == nkv)
+            .then(|| (layout.start_offset(), st[0] / hd))
+            .filter(|&(off, cap)| off == 0 && data.len() >= nkv * cap * hd)
+    };
+    let (kd, vd) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
+    let (Some((_, k_cap)), Some((_, v_cap))) = (view(kd, k_layout), view(vd, v_layout)) else {
+        return Ok(None);
+    };
+    let len = k_layout.dims()[1];
+    let out = kernels::attention::decode_attention(
+        &q_flat,
+        &kernels::attention::CacheView {
+            data: kd,
+            capacity: k_cap,
+            len,
+        },
+        &kernels::attention::CacheView {
+            data: vd,
+            capacity: v_cap,
+            len,
+        },
+        nh,
+        nkv,
+        hd,
+    );
+    Ok(Some(Tensor::from_vec(out, (1, nh * hd), q.device())?))
 }
 
 /// `(seq, kv_len)` additive mask: query `i` (absolute position `pos + i`) sees keys `0..=pos+i`.

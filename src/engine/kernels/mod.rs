@@ -4,6 +4,7 @@
 //! rayon. Everything else (f32/bf16 weights, other block types, the GPU) stays candle's
 //! `QMatMul`.
 
+pub mod attention;
 pub mod matrix;
 pub mod q4_1;
 pub mod q4_k;
