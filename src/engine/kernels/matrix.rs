@@ -382,6 +382,45 @@ pub(crate) fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(sum1)
 }
 
+/// `Σ` of each four adjacent u8 x i8 products, per i32 lane: VNNI's one instruction, or AVX2's
+/// `maddubs` (pairs to i16 — callers keep pair sums within i16, so both are exact and equal)
+/// then `madd` against ones. Inlined into kernels that enable the features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn dot_u8_i8<const VNNI: bool>(
+    u: std::arch::x86_64::__m256i,
+    s: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller enables AVX2, and AVX-512 VNNI + VL when VNNI is set.
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+        }
+    }
+}
+
+/// `acc` plus the sums of adjacent i16 x i16 products per i32 lane (`dpwssd`, or `madd` + add).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn add_dot_i16<const VNNI: bool>(
+    acc: std::arch::x86_64::__m256i,
+    a: std::arch::x86_64::__m256i,
+    b: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: as for dot_u8_i8.
+    unsafe {
+        if VNNI {
+            _mm256_dpwssd_epi32(acc, a, b)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+        }
+    }
+}
+
 /// Whether the AVX2 + FMA kernels may run here.
 pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]

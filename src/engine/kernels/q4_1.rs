@@ -9,7 +9,7 @@
 //! tile while it sits in cache, and is compute-bound on the integer dot products (AVX2: 32
 //! u8 x i8 products per `maddubs`).
 
-use super::matrix::{has_avx2, has_avx512, BlockKind, Kernel, Q8Block};
+use super::matrix::{dot_u8_i8, has_avx2, has_avx512, BlockKind, Kernel, Q8Block};
 
 pub struct Q4_1;
 
@@ -69,14 +69,14 @@ impl BlockKind for Q4_1 {
         {
             if has_avx512() {
                 all.push(Kernel {
-                    name: "avx512vl",
+                    name: "avx512",
                     dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx512vl` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx512vl::<1, 1>([w], [a]) };
+                        // SAFETY: the CPU features `dot_avx512` needs were detected just above.
+                        let [[v]] = unsafe { dot_avx512::<1, 1>([w], [a]) };
                         v
                     },
                     // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx512vl::<4, 4>(w, a) },
+                    tile: |w, a| unsafe { dot_avx512::<4, 4>(w, a) },
                 });
             }
             if has_avx2() {
@@ -101,7 +101,7 @@ impl BlockKind for Q4_1 {
 /// Inlined into the `target_feature` wrappers below, which decide the register count.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn dot_body<const RW: usize, const RA: usize>(
+unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     w: [&[Block]; RW],
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
@@ -110,7 +110,6 @@ unsafe fn dot_body<const RW: usize, const RA: usize>(
     // 32 bytes from an array of that size.
     unsafe {
         let low_mask = _mm_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); RA]; RW];
         let mut offset = [[0f32; RA]; RW];
         for b in 0..w[0].len() {
@@ -126,7 +125,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize>(
                     let ab = &a[j][b];
                     // u8 (0..=15) x i8 pairs summed to i16 (|sum| <= 2 * 15 * 128: no
                     // saturation), then pairs of those to i32.
-                    let products = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, x[j]), ones);
+                    let products = dot_u8_i8::<VNNI>(q4, x[j]);
                     acc[i][j] = _mm256_fmadd_ps(
                         _mm256_set1_ps(wb.d * ab.d),
                         _mm256_cvtepi32_ps(products),
@@ -153,19 +152,19 @@ fn dot_avx2<const RW: usize, const RA: usize>(
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
     // SAFETY: this function's target features are the body's.
-    unsafe { dot_body(w, a) }
+    unsafe { dot_body::<RW, RA, false>(w, a) }
 }
 
-/// The same code with AVX-512VL's 32 vector registers: a 4 x 4 tile's accumulators all stay in
-/// registers.
+/// The same code with AVX-512VL's 32 vector registers (a 4 x 4 tile's accumulators all stay in
+/// registers) and VNNI's fused integer dot products.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw")]
-fn dot_avx512vl<const RW: usize, const RA: usize>(
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+fn dot_avx512<const RW: usize, const RA: usize>(
     w: [&[Block]; RW],
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
     // SAFETY: this function's target features include the body's.
-    unsafe { dot_body(w, a) }
+    unsafe { dot_body::<RW, RA, true>(w, a) }
 }
 
 #[cfg(test)]

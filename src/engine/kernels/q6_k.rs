@@ -14,7 +14,7 @@
 //! decode is memory-bound. In Llama 3.2 Q4_K_M this is the type of the tied embedding, the
 //! biggest matrix there is.
 
-use super::matrix::{has_avx2, has_avx512, BlockKind, Kernel, Q8KBlock};
+use super::matrix::{add_dot_i16, has_avx2, has_avx512, BlockKind, Kernel, Q8KBlock};
 
 pub struct Q6K;
 
@@ -86,14 +86,14 @@ impl BlockKind for Q6K {
         {
             if has_avx512() {
                 all.push(Kernel {
-                    name: "avx512vl",
+                    name: "avx512",
                     dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx512vl` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx512vl::<1, 1>([w], [a]) };
+                        // SAFETY: the CPU features `dot_avx512` needs were detected just above.
+                        let [[v]] = unsafe { dot_avx512::<1, 1>([w], [a]) };
                         v
                     },
                     // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx512vl::<4, 4>(w, a) },
+                    tile: |w, a| unsafe { dot_avx512::<4, 4>(w, a) },
                 });
             }
             if has_avx2() {
@@ -119,7 +119,7 @@ impl BlockKind for Q6K {
 /// which decide the register count.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn dot_body<const RW: usize, const RA: usize>(
+unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     w: [&[Block]; RW],
     a: [&[Q8KBlock]; RA],
 ) -> [[f32; RA]; RW] {
@@ -170,8 +170,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize>(
                             // |q| <= 32 (u8) x ±x: pair sums within i16 (2 * 32 * 127), then
                             // times the i8 scales in i32.
                             let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x[r], q));
-                            isum[iw][r] =
-                                _mm256_add_epi32(isum[iw][r], _mm256_madd_epi16(pairs, scales));
+                            isum[iw][r] = add_dot_i16::<VNNI>(isum[iw][r], pairs, scales);
                         }
                     }
                 }
@@ -203,19 +202,19 @@ fn dot_avx2<const RW: usize, const RA: usize>(
     a: [&[Q8KBlock]; RA],
 ) -> [[f32; RA]; RW] {
     // SAFETY: this function's target features are the body's.
-    unsafe { dot_body(w, a) }
+    unsafe { dot_body::<RW, RA, false>(w, a) }
 }
 
-/// The same code with AVX-512VL's 32 vector registers: a 4 x 4 tile's accumulators all stay in
-/// registers.
+/// The same code with AVX-512VL's 32 vector registers (a 4 x 4 tile's accumulators all stay in
+/// registers) and VNNI's fused integer dot products.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw")]
-fn dot_avx512vl<const RW: usize, const RA: usize>(
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+fn dot_avx512<const RW: usize, const RA: usize>(
     w: [&[Block]; RW],
     a: [&[Q8KBlock]; RA],
 ) -> [[f32; RA]; RW] {
     // SAFETY: this function's target features include the body's.
-    unsafe { dot_body(w, a) }
+    unsafe { dot_body::<RW, RA, true>(w, a) }
 }
 
 #[cfg(test)]

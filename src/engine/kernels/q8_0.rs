@@ -6,7 +6,7 @@
 //! Roofline: 1.125 bytes per weight as held here (d widened to f32 at load), 2 flops each —
 //! decode is memory-bound, more so than the 4-bit types; prefill is compute-bound like Q4_1.
 
-use super::matrix::{has_avx2, has_avx512, BlockKind, Kernel, Q8Block};
+use super::matrix::{dot_u8_i8, has_avx2, has_avx512, BlockKind, Kernel, Q8Block};
 
 pub struct Q8_0;
 
@@ -61,14 +61,14 @@ impl BlockKind for Q8_0 {
         {
             if has_avx512() {
                 all.push(Kernel {
-                    name: "avx512vl",
+                    name: "avx512",
                     dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx512vl` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx512vl::<1, 1>([w], [a]) };
+                        // SAFETY: the CPU features `dot_avx512` needs were detected just above.
+                        let [[v]] = unsafe { dot_avx512::<1, 1>([w], [a]) };
                         v
                     },
                     // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx512vl::<4, 4>(w, a) },
+                    tile: |w, a| unsafe { dot_avx512::<4, 4>(w, a) },
                 });
             }
             if has_avx2() {
@@ -93,7 +93,7 @@ impl BlockKind for Q8_0 {
 /// Inlined into the `target_feature` wrappers below, which decide the register count.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn dot_body<const RW: usize, const RA: usize>(
+unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     w: [&[Block]; RW],
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
@@ -101,7 +101,6 @@ unsafe fn dot_body<const RW: usize, const RA: usize>(
     // SAFETY (whole body): the caller guarantees AVX2 and FMA; every load reads exactly the 32
     // bytes of an array of that size.
     unsafe {
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); RA]; RW];
         for b in 0..w[0].len() {
             let x: [__m256i; RA] =
@@ -112,10 +111,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize>(
                 let abs = _mm256_sign_epi8(qw, qw);
                 for j in 0..RA {
                     // |q| (up to 128, read as u8) x ±x: pair sums stay within i16.
-                    let products = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x[j], qw)),
-                        ones,
-                    );
+                    let products = dot_u8_i8::<VNNI>(abs, _mm256_sign_epi8(x[j], qw));
                     acc[i][j] = _mm256_fmadd_ps(
                         _mm256_set1_ps(wb.d * a[j][b].d),
                         _mm256_cvtepi32_ps(products),
@@ -141,19 +137,19 @@ fn dot_avx2<const RW: usize, const RA: usize>(
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
     // SAFETY: this function's target features are the body's.
-    unsafe { dot_body(w, a) }
+    unsafe { dot_body::<RW, RA, false>(w, a) }
 }
 
-/// The same code with AVX-512VL's 32 vector registers: a 4 x 4 tile's accumulators all stay in
-/// registers.
+/// The same code with AVX-512VL's 32 vector registers (a 4 x 4 tile's accumulators all stay in
+/// registers) and VNNI's fused integer dot products.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw")]
-fn dot_avx512vl<const RW: usize, const RA: usize>(
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+fn dot_avx512<const RW: usize, const RA: usize>(
     w: [&[Block]; RW],
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
     // SAFETY: this function's target features include the body's.
-    unsafe { dot_body(w, a) }
+    unsafe { dot_body::<RW, RA, true>(w, a) }
 }
 
 #[cfg(test)]
