@@ -567,6 +567,27 @@ pub(crate) mod testing {
         }
     }
 
+    /// The SIMD kernels differ only in instructions, not in arithmetic: the integer sums are
+    /// exact and the float operations run in the same order, so they agree bit for bit.
+    pub fn simd_kernels_agree_bitwise<K: BlockKind>(seed: u64, block: fn(&mut StdRng) -> Vec<u8>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cols = 5 * K::WEIGHTS;
+        let w =
+            QMatrix::<K>::from_gguf_bytes(&random_bytes::<K>(&mut rng, 1, cols, block), 1, cols)
+                .unwrap();
+        let mut q = vec![K::Act::ZERO; cols / K::Act::VALUES];
+        K::Act::quantize(&activations(&mut rng, cols), &mut q);
+        let bits: Vec<(&str, u32)> = K::simd_kernels()
+            .iter()
+            .map(|k| (k.name, (k.dot)(w.row(0), &q).to_bits()))
+            .collect();
+        assert!(
+            bits.windows(2).all(|p| p[0].1 == p[1].1),
+            "{}: {bits:?}",
+            K::NAME
+        );
+    }
+
     /// Every kernel's 4 x 4 tile gives each pair's single-row result bit for bit.
     pub fn tiles_equal_single_rows_bitwise<K: BlockKind>(
         seed: u64,

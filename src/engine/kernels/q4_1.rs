@@ -193,6 +193,11 @@ mod tests {
     }
 
     #[test]
+    fn simd_kernels_agree_bit_for_bit() {
+        testing::simd_kernels_agree_bitwise::<Q4_1>(5, block);
+    }
+
+    #[test]
     fn tiles_equal_single_rows_bit_for_bit() {
         testing::tiles_equal_single_rows_bitwise::<Q4_1>(3, block);
     }

@@ -309,6 +309,11 @@ mod tests {
     }
 
     #[test]
+    fn simd_kernels_agree_bit_for_bit() {
+        testing::simd_kernels_agree_bitwise::<Q4K>(25, block);
+    }
+
+    #[test]
     fn tiles_equal_single_rows_bit_for_bit() {
         testing::tiles_equal_single_rows_bitwise::<Q4K>(23, block);
     }

@@ -241,6 +241,11 @@ mod tests {
     }
 
     #[test]
+    fn simd_kernels_agree_bit_for_bit() {
+        testing::simd_kernels_agree_bitwise::<Q6K>(35, block);
+    }
+
+    #[test]
     fn tiles_equal_single_rows_bit_for_bit() {
         testing::tiles_equal_single_rows_bitwise::<Q6K>(33, block);
     }

@@ -178,6 +178,11 @@ mod tests {
     }
 
     #[test]
+    fn simd_kernels_agree_bit_for_bit() {
+        testing::simd_kernels_agree_bitwise::<Q8_0>(15, block);
+    }
+
+    #[test]
     fn tiles_equal_single_rows_bit_for_bit() {
         testing::tiles_equal_single_rows_bitwise::<Q8_0>(13, block);
     }
