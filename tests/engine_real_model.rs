@@ -103,8 +103,10 @@ fn next_token_logits_match_llama_cpp() {
             .zip(&case.top_logits)
             .map(|(id, l)| (logits[*id as usize] - l).abs())
             .fold(0f32, f32::max);
-        // Both quantize activations to 8 bits for the Q4_1 dot products, in different orders.
-        assert!(max_diff < 0.5, "max |logit difference| {max_diff}");
+        // Both quantize activations to 8 bits for the Q4_1 dot products, in different orders,
+        // and attention rounds differently: with attention computed exactly (f64) the largest
+        // difference is 0.52 (logits ~25), candle's f32 attention gave 0.42, ours 0.52.
+        assert!(max_diff < 0.6, "max |logit difference| {max_diff}");
         let mut ours: Vec<u32> = (0..logits.len() as u32).collect();
         ours.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
         let overlap = ours[..5]

@@ -112,10 +112,8 @@ impl Llama {
         let v = heads(layer.wv.forward(x)?, nkv)?;
         let (k, v) = cache.append(idx, &k, &v)?;
         let kv_len = k.dim(1)?;
-        if seq == 1 {
-            if let Some(y) = decode_attention(&q, &k, &v, (nh, nkv, hd))? {
-                return layer.wo.forward(&y);
-            }
+        if let Some(y) = cpu_attention(&q, &k, &v, pos, (nh, nkv, hd))? {
+            return layer.wo.forward(&y);
         }
 
         // Grouped-query attention without copying K/V: the n_rep query heads that share one KV
@@ -216,13 +214,15 @@ impl LanguageModel for Llama {
     }
 }
 
-/// One position's attention by our kernel over the cache in place, when the tensors are f32
-/// on the CPU (`None` otherwise: candle's path runs). `k`/`v` are the cache's views
-/// `(n_kv_head, len, head_dim)` into its `(n_kv_head, capacity, head_dim)` buffers.
-fn decode_attention(
+/// Causal attention by our kernel over the cache in place, when the tensors are f32 on the CPU
+/// (`None` otherwise: candle's path runs). `q` is `(1, n_head, seq, head_dim)`; `k`/`v` are the
+/// cache's views `(n_kv_head, pos + seq, head_dim)` into its `(n_kv_head, capacity, head_dim)`
+/// buffers. Returns `(seq, n_head * head_dim)`.
+fn cpu_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    pos: usize,
     (nh, nkv, hd): (usize, usize, usize),
 ) -> Result<Option<Tensor>> {
     if !q.device().is_cpu() || q.dtype() != DType::F32 || k.dtype() != DType::F32 {
@@ -248,23 +248,23 @@ fn decode_attention(
         return Ok(None);
     };
     let len = k_layout.dims()[1];
-    let out = kernels::attention::decode_attention(
+    let seq = q.dim(2)?;
+    let cache = |data, capacity| kernels::attention::CacheView {
+        data,
+        capacity,
+        len,
+    };
+    let out = kernels::attention::causal_attention(
         &q_flat,
-        &kernels::attention::CacheView {
-            data: kd,
-            capacity: k_cap,
-            len,
-        },
-        &kernels::attention::CacheView {
-            data: vd,
-            capacity: v_cap,
-            len,
-        },
+        &cache(kd, k_cap),
+        &cache(vd, v_cap),
+        pos,
+        seq,
         nh,
         nkv,
         hd,
     );
-    Ok(Some(Tensor::from_vec(out, (1, nh * hd), q.device())?))
+    Ok(Some(Tensor::from_vec(out, (seq, nh * hd), q.device())?))
 }
 
 /// `(seq, kv_len)` additive mask: query `i` (absolute position `pos + i`) sees keys `0..=pos+i`.
