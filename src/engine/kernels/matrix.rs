@@ -434,12 +434,14 @@ pub(crate) fn has_avx2() -> bool {
 }
 
 /// Whether the AVX-512 kernels may run here: 64-byte registers (BW for the byte/word
-/// multiplies) and VNNI's fused word dot-product-accumulate.
+/// multiplies), VL (32 registers and the new instructions on 32-byte vectors) and VNNI's fused
+/// integer dot products.
 pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
             && has_avx2()
     }

@@ -10,8 +10,9 @@
 //! one for the offsets: `dmin * da * Σ m[j] * (Σ of activation sub-block j)`, from the
 //! activation's precomputed sums. The 6-bit scales are unpacked once at load (16 bytes instead
 //! of 12: 0.59 bytes per weight as held, vs 0.5625 in the file). Decode is memory-bound at those
-//! 0.59 bytes per weight; prefill (four activation rows per unpacked weight block) is bound by
-//! the three integer instructions per 32 products.
+//! 0.59 bytes per weight; prefill (4 x 4 tiles: each weight block unpacked once for four
+//! activation rows) is bound by the integer instructions — three per 32 products with AVX2, two
+//! per 64 with AVX-512 VNNI — and by one broadcast float scale per (row, row, block) triple.
 
 use super::matrix::{has_avx2, has_avx512, BlockKind, Kernel, Q8KBlock};
 
@@ -264,6 +265,7 @@ unsafe fn finish_block<const RW: usize, const RA: usize>(
     }
 }
 
+/// Each pair's result: the lanes of its accumulator minus its offsets.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn fold<const RW: usize, const RA: usize>(
