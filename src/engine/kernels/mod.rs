@@ -2,7 +2,8 @@
 //! Q6_K): candle 0.11's Q4_1 dot product is a scalar loop, and its K-quant path runs on a
 //! spin-waiting thread pool that collapses when another process wants the cores. Ours run on
 //! rayon. Everything else (f32/bf16 weights, other block types, the GPU) stays candle's
-//! `QMatMul`.
+//! `QMatMul`. `attention.rs` is the causal attention over the KV cache that `llama.rs` uses on
+//! the CPU. Measurements and rooflines: `kernels-notes.md`.
 
 pub mod attention;
 pub mod matrix;
