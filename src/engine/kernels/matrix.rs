@@ -229,6 +229,77 @@ pub trait BlockKind: Send + Sync + 'static {
     }
 }
 
+/// The SIMD kernels of a block type, fastest first, each listed only when this CPU has its
+/// features: `$avx512` and `$avx2` are the type's
+/// `fn<const RW: usize, const RA: usize>(w: [&[Block]; RW], a: [&[Act]; RA]) -> [[f32; RA]; RW]`
+/// under those features, used as the single-row product (1 x 1) and the prefill tile (4 x 4).
+macro_rules! x86_kernels {
+    ($avx512:ident, $avx2:ident) => {{
+        #[allow(unused_mut)]
+        let mut all = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if $crate::engine::kernels::matrix::has_avx512() {
+                all.push($crate::engine::kernels::matrix::x86_kernel!(
+                    "avx512", $avx512
+                ));
+            }
+            if $crate::engine::kernels::matrix::has_avx2() {
+                all.push($crate::engine::kernels::matrix::x86_kernel!("avx2", $avx2));
+            }
+        }
+        all
+    }};
+}
+pub(crate) use x86_kernels;
+
+/// One `Kernel` from a `target_feature` function; only `x86_kernels!` uses it, right after
+/// detecting the function's features.
+macro_rules! x86_kernel {
+    ($name:literal, $f:ident) => {
+        $crate::engine::kernels::matrix::Kernel {
+            name: $name,
+            dot: |w, a| {
+                // SAFETY: x86_kernels! lists this kernel only when its features were detected.
+                let [[v]] = unsafe { $f::<1, 1>([w], [a]) };
+                v
+            },
+            // SAFETY: as above.
+            tile: |w, a| unsafe { $f::<4, 4>(w, a) },
+        }
+    };
+}
+pub(crate) use x86_kernel;
+
+/// `dot_avx2` and `dot_avx512` from a block type's `unsafe fn dot_body<RW, RA, VNNI>` (written
+/// with AVX2 intrinsics, inlined into both): once for AVX2 + FMA, once with AVX-512VL's 32
+/// vector registers (a 4 x 4 tile's accumulators all stay in registers) and VNNI's fused
+/// integer dot products.
+macro_rules! avx2_and_avx512_from_body {
+    ($block:ty, $act:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn dot_avx2<const RW: usize, const RA: usize>(
+            w: [&[$block]; RW],
+            a: [&[$act]; RA],
+        ) -> [[f32; RA]; RW] {
+            // SAFETY: this function's target features are the body's.
+            unsafe { dot_body::<RW, RA, false>(w, a) }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
+        fn dot_avx512<const RW: usize, const RA: usize>(
+            w: [&[$block]; RW],
+            a: [&[$act]; RA],
+        ) -> [[f32; RA]; RW] {
+            // SAFETY: this function's target features include the body's.
+            unsafe { dot_body::<RW, RA, true>(w, a) }
+        }
+    };
+}
+pub(crate) use avx2_and_avx512_from_body;
+
 /// A quantized matrix `(rows, cols)`: `rows` output features of `cols / K::WEIGHTS` blocks.
 pub struct QMatrix<K: BlockKind> {
     rows: usize,
@@ -481,6 +552,54 @@ mod quantize_tests {
         }
     }
 }
+
+/// The checks every block type passes, as `#[test]`s in the type's own test module: `$block`
+/// makes one random GGUF block of the type, seeds are `$seed..$seed + 5`.
+#[cfg(test)]
+macro_rules! block_kind_tests {
+    ($kind:ty, $dtype:expr, $seed:literal, $block:ident) => {
+        #[test]
+        fn dequantize_matches_candle() {
+            $crate::engine::kernels::matrix::testing::dequantize_matches_candle::<$kind>(
+                $dtype, $seed, $block,
+            );
+        }
+
+        #[test]
+        fn every_kernel_equals_the_scalar_reference() {
+            $crate::engine::kernels::matrix::testing::every_kernel_equals_scalar::<$kind>(
+                $seed + 1,
+                $block,
+            );
+        }
+
+        #[test]
+        fn tiles_equal_single_rows_bit_for_bit() {
+            $crate::engine::kernels::matrix::testing::tiles_equal_single_rows_bitwise::<$kind>(
+                $seed + 2,
+                $block,
+            );
+        }
+
+        #[test]
+        fn matmul_matches_dense_math() {
+            $crate::engine::kernels::matrix::testing::matmul_matches_dense::<$kind>(
+                $seed + 3,
+                $block,
+            );
+        }
+
+        #[test]
+        fn simd_kernels_agree_bit_for_bit() {
+            $crate::engine::kernels::matrix::testing::simd_kernels_agree_bitwise::<$kind>(
+                $seed + 4,
+                $block,
+            );
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use block_kind_tests;
 
 /// The checks every block type passes, on random blocks from the type's own generator.
 #[cfg(test)]

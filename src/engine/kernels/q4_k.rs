@@ -14,7 +14,7 @@
 //! activation rows) is bound by the integer instructions — three per 32 products with AVX2, two
 //! per 64 with AVX-512 VNNI — and by one broadcast float scale per (row, row, block) triple.
 
-use super::matrix::{has_avx2, has_avx512, BlockKind, Kernel, Q8KBlock};
+use super::matrix::{x86_kernels, BlockKind, Kernel, Q8KBlock};
 
 pub struct Q4K;
 
@@ -97,36 +97,7 @@ impl BlockKind for Q4K {
     }
 
     fn simd_kernels() -> Vec<Kernel<Block, Q8KBlock>> {
-        #[allow(unused_mut)]
-        let mut all = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if has_avx512() {
-                all.push(Kernel {
-                    name: "avx512",
-                    dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx512` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx512::<1, 1>([w], [a]) };
-                        v
-                    },
-                    // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx512::<4, 4>(w, a) },
-                });
-            }
-            if has_avx2() {
-                all.push(Kernel {
-                    name: "avx2",
-                    dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx2` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx2::<1, 1>([w], [a]) };
-                        v
-                    },
-                    // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx2::<4, 4>(w, a) },
-                });
-            }
-        }
-        all
+        x86_kernels!(dot_avx512, dot_avx2)
     }
 }
 
@@ -286,7 +257,7 @@ unsafe fn fold<const RW: usize, const RA: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::matrix::testing;
+    use super::super::matrix::{block_kind_tests, testing};
     use super::*;
     use candle_core::quantized::GgmlDType;
     use rand::{rngs::StdRng, Rng};
@@ -300,28 +271,5 @@ mod tests {
         b
     }
 
-    #[test]
-    fn dequantize_matches_candle() {
-        testing::dequantize_matches_candle::<Q4K>(GgmlDType::Q4K, 21, block);
-    }
-
-    #[test]
-    fn every_kernel_equals_the_scalar_reference() {
-        testing::every_kernel_equals_scalar::<Q4K>(22, block);
-    }
-
-    #[test]
-    fn simd_kernels_agree_bit_for_bit() {
-        testing::simd_kernels_agree_bitwise::<Q4K>(25, block);
-    }
-
-    #[test]
-    fn tiles_equal_single_rows_bit_for_bit() {
-        testing::tiles_equal_single_rows_bitwise::<Q4K>(23, block);
-    }
-
-    #[test]
-    fn matmul_matches_dense_math() {
-        testing::matmul_matches_dense::<Q4K>(24, block);
-    }
+    block_kind_tests!(Q4K, GgmlDType::Q4K, 21, block);
 }

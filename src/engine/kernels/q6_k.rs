@@ -14,7 +14,9 @@
 //! decode is memory-bound. In Llama 3.2 Q4_K_M this is the type of the tied embedding, the
 //! biggest matrix there is.
 
-use super::matrix::{add_dot_i16, has_avx2, has_avx512, BlockKind, Kernel, Q8KBlock};
+use super::matrix::{
+    add_dot_i16, avx2_and_avx512_from_body, x86_kernels, BlockKind, Kernel, Q8KBlock,
+};
 
 pub struct Q6K;
 
@@ -80,36 +82,7 @@ impl BlockKind for Q6K {
     }
 
     fn simd_kernels() -> Vec<Kernel<Block, Q8KBlock>> {
-        #[allow(unused_mut)]
-        let mut all = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if has_avx512() {
-                all.push(Kernel {
-                    name: "avx512",
-                    dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx512` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx512::<1, 1>([w], [a]) };
-                        v
-                    },
-                    // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx512::<4, 4>(w, a) },
-                });
-            }
-            if has_avx2() {
-                all.push(Kernel {
-                    name: "avx2",
-                    dot: |w, a| {
-                        // SAFETY: the CPU features `dot_avx2` needs were detected just above.
-                        let [[v]] = unsafe { dot_avx2::<1, 1>([w], [a]) };
-                        v
-                    },
-                    // SAFETY: as above.
-                    tile: |w, a| unsafe { dot_avx2::<4, 4>(w, a) },
-                });
-            }
-        }
-        all
+        x86_kernels!(dot_avx512, dot_avx2)
     }
 }
 
@@ -195,31 +168,11 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_avx2<const RW: usize, const RA: usize>(
-    w: [&[Block]; RW],
-    a: [&[Q8KBlock]; RA],
-) -> [[f32; RA]; RW] {
-    // SAFETY: this function's target features are the body's.
-    unsafe { dot_body::<RW, RA, false>(w, a) }
-}
-
-/// The same code with AVX-512VL's 32 vector registers (a 4 x 4 tile's accumulators all stay in
-/// registers) and VNNI's fused integer dot products.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-fn dot_avx512<const RW: usize, const RA: usize>(
-    w: [&[Block]; RW],
-    a: [&[Q8KBlock]; RA],
-) -> [[f32; RA]; RW] {
-    // SAFETY: this function's target features include the body's.
-    unsafe { dot_body::<RW, RA, true>(w, a) }
-}
+avx2_and_avx512_from_body!(Block, Q8KBlock);
 
 #[cfg(test)]
 mod tests {
-    use super::super::matrix::testing;
+    use super::super::matrix::{block_kind_tests, testing};
     use super::*;
     use candle_core::quantized::GgmlDType;
     use rand::{rngs::StdRng, Rng};
@@ -230,28 +183,5 @@ mod tests {
         b
     }
 
-    #[test]
-    fn dequantize_matches_candle() {
-        testing::dequantize_matches_candle::<Q6K>(GgmlDType::Q6K, 31, block);
-    }
-
-    #[test]
-    fn every_kernel_equals_the_scalar_reference() {
-        testing::every_kernel_equals_scalar::<Q6K>(32, block);
-    }
-
-    #[test]
-    fn simd_kernels_agree_bit_for_bit() {
-        testing::simd_kernels_agree_bitwise::<Q6K>(35, block);
-    }
-
-    #[test]
-    fn tiles_equal_single_rows_bit_for_bit() {
-        testing::tiles_equal_single_rows_bitwise::<Q6K>(33, block);
-    }
-
-    #[test]
-    fn matmul_matches_dense_math() {
-        testing::matmul_matches_dense::<Q6K>(34, block);
-    }
+    block_kind_tests!(Q6K, GgmlDType::Q6K, 31, block);
 }
