@@ -108,13 +108,9 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
                 }
             }
         }
-        let mut out = [[0f32; RA]; RW];
-        for i in 0..RW {
-            for j in 0..RA {
-                out[i][j] = super::matrix::hsum_avx2(acc[i][j]) + offset[i][j];
-            }
-        }
-        out
+        std::array::from_fn(|i| {
+            std::array::from_fn(|j| super::matrix::hsum_avx2(acc[i][j]) + offset[i][j])
+        })
     }
 }
 

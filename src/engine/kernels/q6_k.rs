@@ -158,13 +158,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
                 }
             }
         }
-        let mut out = [[0f32; RA]; RW];
-        for iw in 0..RW {
-            for r in 0..RA {
-                out[iw][r] = super::matrix::hsum_avx2(acc[iw][r]);
-            }
-        }
-        out
+        acc.map(|row| row.map(|v| super::matrix::hsum_avx2(v)))
     }
 }
 
