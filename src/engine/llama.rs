@@ -235,16 +235,22 @@ fn cpu_attention(
     else {
         return Ok(None);
     };
-    // A narrowed view of a contiguous (nkv, capacity, hd) buffer: strides (capacity*hd, hd, 1).
-    let view = |data: &'_ [f32], layout: &candle_core::Layout| -> Option<(usize, usize)> {
-        let st = layout.stride();
-        let dims = layout.dims();
-        (st.len() == 3 && st[1] == hd && st[2] == 1 && st[0].is_multiple_of(hd) && dims[0] == nkv)
-            .then(|| (layout.start_offset(), st[0] / hd))
-            .filter(|&(off, cap)| off == 0 && data.len() >= nkv * cap * hd)
+    // The capacity of a view that starts a contiguous (nkv, capacity, hd) buffer: strides
+    // (capacity*hd, hd, 1), offset 0.
+    let capacity = |data: &'_ [f32], layout: &candle_core::Layout| -> Option<usize> {
+        let (st, dims) = (layout.stride(), layout.dims());
+        let cap = st.first()? / hd;
+        (st.len() == 3
+            && st[1] == hd
+            && st[2] == 1
+            && st[0].is_multiple_of(hd)
+            && dims[0] == nkv
+            && layout.start_offset() == 0
+            && data.len() >= nkv * cap * hd)
+            .then_some(cap)
     };
     let (kd, vd) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
-    let (Some((_, k_cap)), Some((_, v_cap))) = (view(kd, k_layout), view(vd, v_layout)) else {
+    let (Some(k_cap), Some(v_cap)) = (capacity(kd, k_layout), capacity(vd, v_layout)) else {
         return Ok(None);
     };
     let len = k_layout.dims()[1];
