@@ -407,4 +407,20 @@ mod tests {
         assert_eq!(m[0], vec![0.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY]);
         assert_eq!(m[1], vec![0.0; 5]);
     }
+
+    /// The KV cache's views are what our attention kernel reads in place; were the check to
+    /// refuse them, every CPU forward pass would silently fall back to candle's path.
+    #[test]
+    fn cpu_attention_takes_the_kv_cache_views() {
+        let (nh, nkv, hd, seq) = (4, 2, 8, 3);
+        let dev = Device::Cpu;
+        let mut cache = KvCache::new(1, nkv, hd, 16, DType::F32, &dev).unwrap();
+        let kv = Tensor::ones((1, nkv, seq, hd), DType::F32, &dev).unwrap();
+        let (k, v) = cache.append(0, &kv, &kv).unwrap();
+        let q = Tensor::ones((1, nh, seq, hd), DType::F32, &dev).unwrap();
+        let y = cpu_attention(&q, &k, &v, 0, (nh, nkv, hd)).unwrap();
+        let y: Vec<Vec<f32>> = y.expect("our kernel runs").to_vec2().unwrap();
+        // All values are 1: every output is the mean of ones.
+        assert_eq!(y, vec![vec![1.0; nh * hd]; seq]);
+    }
 }
