@@ -172,6 +172,77 @@ pub fn run_constrained(
     })
 }
 
+/// One kernel's speed on one matrix (`bench --kernels`).
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelReport {
+    pub block_type: String,
+    /// Layout and instruction set, e.g. `interleaved/avx512`.
+    pub kernel: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// Activation rows of the prefill-shaped product.
+    pub prefill_rows: usize,
+    /// Median over runs, multiply-adds per second / 1e9.
+    pub prefill_gmac_s: f64,
+    pub decode_gmac_s: f64,
+    /// The file's weight bytes read per decode product, per second / 1e9.
+    pub decode_gb_s: f64,
+}
+
+/// Every block type's every layout on one `(rows, cols)` matrix of random weights (normal,
+/// std 0.02, quantized by candle): a prefill-shaped product of `m` activation rows and a
+/// decode-shaped one of a single row, each timed `runs` times after a warm-up.
+pub fn run_kernels(
+    rows: usize,
+    cols: usize,
+    m: usize,
+    runs: usize,
+) -> Result<Vec<KernelReport>, EngineError> {
+    use crate::engine::kernels;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    let w = Tensor::randn(0f32, 0.02, (rows, cols), &Device::Cpu)?;
+    let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m * cols,), &Device::Cpu)?.to_vec1()?;
+    let macs = (rows * cols) as f64;
+    let mut out = Vec::new();
+    for dtype in [
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ] {
+        let bytes = QTensor::quantize(&w, dtype)?.data()?.to_vec();
+        for layout in kernels::layouts(dtype, &bytes, rows, cols) {
+            let time = |m: usize, n: usize| {
+                layout.matmul(&x[..m * cols], m);
+                let per_run: Vec<f64> = (0..n)
+                    .map(|_| {
+                        let t = Instant::now();
+                        std::hint::black_box(layout.matmul(&x[..m * cols], m));
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect();
+                median(&per_run)
+            };
+            let prefill = time(m, runs.max(1));
+            // Decode products take a millisecond or two: more of them for a stable median.
+            let decode = time(1, 20 * runs.max(1));
+            out.push(KernelReport {
+                block_type: layout.block_type().to_string(),
+                kernel: layout.kernel(),
+                rows,
+                cols,
+                prefill_rows: m,
+                prefill_gmac_s: macs * m as f64 / prefill / 1e9,
+                decode_gmac_s: macs / decode / 1e9,
+                decode_gb_s: bytes.len() as f64 / decode / 1e9,
+            });
+        }
+    }
+    Ok(out)
+}
+
 pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
         return 0.0;

@@ -115,7 +115,39 @@ fn generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench_kernels(args: &BenchArgs, shape: &str) -> Result<()> {
+    let (rows, cols) = shape
+        .split_once('x')
+        .and_then(|(r, c)| Some((r.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
+        .filter(|&(r, c)| r > 0 && c > 0 && c % 256 == 0)
+        .with_context(|| {
+            format!("--kernels {shape}: give ROWSxCOLS, COLS a multiple of 256 (e.g. 8192x2048)")
+        })?;
+    let threads = args.runtime.threads.unwrap_or_else(default_threads);
+    set_cpu_threads(threads);
+    let reports = candlelight::bench::run_kernels(rows, cols, args.prompt_tokens, args.runs)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    println!(
+        "{rows}x{cols} weights, {threads} threads, prefill {} rows, median of {} runs",
+        args.prompt_tokens, args.runs
+    );
+    println!("type   kernel                 prefill GMAC/s   decode GMAC/s   decode GB/s");
+    for r in reports {
+        println!(
+            "{:<6} {:<22} {:>14.1} {:>15.2} {:>13.2}",
+            r.block_type, r.kernel, r.prefill_gmac_s, r.decode_gmac_s, r.decode_gb_s
+        );
+    }
+    Ok(())
+}
+
 fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(shape) = &args.kernels {
+        return bench_kernels(&args, shape);
+    }
     let mut rt = args.runtime.clone();
     rt.num_ctx = rt.num_ctx.max(args.prompt_tokens + args.gen_tokens + 1);
     let (lm, device, threads, load_s) = open(&args.model, &rt)?;

@@ -13,13 +13,14 @@ use rayon::prelude::*;
 pub const QK: usize = 32;
 /// Below this many weights a one-row product runs on the calling thread: a small matrix
 /// (SmolLM2's layers, < 1 M weights, ~10-30 µs of work) costs less there than waking the pool.
-const PARALLEL_MIN_WEIGHTS: usize = 1 << 21;
+pub(crate) const PARALLEL_MIN_WEIGHTS: usize = 1 << 21;
 
-/// An activation block: `a[j] ≈ d * qs[j]`, and `s = d * Σ qs[j]` for offset terms.
+/// An activation block: `a[j] ≈ d * qs[j]`, `sum = Σ qs[j]`, and `s = d * sum` for offset terms.
 #[derive(Debug, Clone, Copy)]
 pub struct Q8Block {
     pub d: f32,
     pub s: f32,
+    pub sum: i32,
     pub qs: [i8; QK],
 }
 
@@ -36,6 +37,7 @@ impl Activations for Q8Block {
     const ZERO: Q8Block = Q8Block {
         d: 0.0,
         s: 0.0,
+        sum: 0,
         qs: [0; QK],
     };
     fn quantize(x: &[f32], out: &mut [Self]) {
@@ -77,6 +79,21 @@ impl Activations for Q8KBlock {
     }
 }
 
+/// `x (m, cols)` quantized row by row (rows in parallel when there are several).
+pub fn quantize_activations<A: Activations>(x: &[f32], m: usize, cols: usize) -> Vec<A> {
+    assert_eq!(x.len(), m * cols, "activation shape");
+    let nb = cols / A::VALUES;
+    let mut qx = vec![A::ZERO; m * nb];
+    if m == 1 {
+        A::quantize(x, &mut qx);
+    } else {
+        qx.par_chunks_mut(nb)
+            .zip(x.par_chunks(cols))
+            .for_each(|(q, row)| A::quantize(row, q));
+    }
+    qx
+}
+
 /// Symmetric 8-bit quantization of one activation row, block by block.
 pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
     let simd = has_avx2();
@@ -88,6 +105,7 @@ pub fn quantize_row(x: &[f32], out: &mut [Q8Block]) {
         // llama.cpp's (the reference its test compares with), not merely as accurately.
         q.d = half::f16::from_f32(d).to_f32();
         q.s = half::f16::from_f32(d * sum as f32).to_f32();
+        q.sum = sum;
     }
 }
 
@@ -356,16 +374,8 @@ impl<K: BlockKind> QMatrix<K> {
 
     /// `x (m, cols)` row-major -> `(m, rows)`: every activation row times every weight row.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        assert_eq!(x.len(), m * self.cols, "activation shape");
         let nb = self.cols / K::Act::VALUES;
-        let mut qx = vec![K::Act::ZERO; m * nb];
-        if m == 1 {
-            K::Act::quantize(x, &mut qx);
-        } else {
-            qx.par_chunks_mut(nb)
-                .zip(x.par_chunks(self.cols))
-                .for_each(|(q, row)| K::Act::quantize(row, q));
-        }
+        let qx = quantize_activations::<K::Act>(x, m, self.cols);
         let dot = self.kernel.dot;
         let mut out = vec![0f32; m * self.rows];
         if m == 1 {
@@ -469,6 +479,25 @@ pub(crate) unsafe fn dot_u8_i8<const VNNI: bool>(
             _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
         } else {
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+        }
+    }
+}
+
+/// `acc` plus `dot_u8_i8(u, s)`: one `dpbusd` with VNNI.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn add_dot_u8_i8<const VNNI: bool>(
+    acc: std::arch::x86_64::__m256i,
+    u: std::arch::x86_64::__m256i,
+    s: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: as for dot_u8_i8.
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(acc, u, s)
+        } else {
+            _mm256_add_epi32(acc, dot_u8_i8::<false>(u, s))
         }
     }
 }

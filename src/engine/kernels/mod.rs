@@ -6,6 +6,7 @@
 //! the CPU. Measurements and rooflines: `kernels-notes.md`.
 
 pub mod attention;
+pub mod interleaved;
 pub mod matrix;
 pub mod q4_1;
 pub mod q4_k;
@@ -17,12 +18,15 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Module, Tensor};
 
+use self::interleaved::{Interleaved, InterleavedMatrix};
 use self::matrix::{BlockKind, QMatrix};
 use super::EngineError;
 
 /// What the model needs from a quantized matrix of any of our block types.
 pub trait QuantMatmul: Send + Sync {
     fn block_type(&self) -> &'static str;
+    /// Layout and instruction set, e.g. `interleaved/avx512`.
+    fn kernel(&self) -> String;
     fn rows(&self) -> usize;
     fn cols(&self) -> usize;
     /// `x (m, cols)` row-major -> `(m, rows)`.
@@ -33,6 +37,9 @@ pub trait QuantMatmul: Send + Sync {
 impl<K: BlockKind> QuantMatmul for QMatrix<K> {
     fn block_type(&self) -> &'static str {
         K::NAME
+    }
+    fn kernel(&self) -> String {
+        format!("rows/{}", self.kernel_name())
     }
     fn rows(&self) -> usize {
         QMatrix::rows(self)
@@ -48,6 +55,27 @@ impl<K: BlockKind> QuantMatmul for QMatrix<K> {
     }
 }
 
+impl<K: Interleaved> QuantMatmul for InterleavedMatrix<K> {
+    fn block_type(&self) -> &'static str {
+        K::NAME
+    }
+    fn kernel(&self) -> String {
+        format!("interleaved/{}", self.kernel_name())
+    }
+    fn rows(&self) -> usize {
+        InterleavedMatrix::rows(self)
+    }
+    fn cols(&self) -> usize {
+        InterleavedMatrix::cols(self)
+    }
+    fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        InterleavedMatrix::matmul(self, x, m)
+    }
+    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        InterleavedMatrix::dequantize_row(self, r, out)
+    }
+}
+
 /// A weight matrix `(out, in)` applied as `x @ W^T`.
 #[derive(Clone)]
 pub enum Weight {
@@ -55,8 +83,47 @@ pub enum Weight {
     Own(Arc<dyn QuantMatmul>),
 }
 
-fn own<K: BlockKind>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc<dyn QuantMatmul>> {
+fn rows<K: BlockKind>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc<dyn QuantMatmul>> {
     QMatrix::<K>::from_gguf_bytes(bytes, rows, cols).map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
+}
+
+/// The interleaved layout where this CPU has SIMD kernels for it, else the row layout.
+fn grouped<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc<dyn QuantMatmul>> {
+    if K::simd_group_kernels().is_empty() {
+        return self::rows::<K>(bytes, rows, cols);
+    }
+    InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols)
+        .map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
+}
+
+type Builder = fn(&[u8], usize, usize) -> Option<Arc<dyn QuantMatmul>>;
+
+/// How a block type's matrices can be held, best first (`Weight::new` takes the first).
+fn builders(dtype: GgmlDType) -> &'static [Builder] {
+    match dtype {
+        GgmlDType::Q4_1 => &[self::rows::<q4_1::Q4_1>],
+        GgmlDType::Q8_0 => &[self::rows::<q8_0::Q8_0>],
+        GgmlDType::Q4K => &[grouped::<q4_k::Q4K>, self::rows::<q4_k::Q4K>],
+        GgmlDType::Q6K => &[self::rows::<q6_k::Q6K>],
+        _ => &[],
+    }
+}
+
+/// Every layout we have for a block type, best first: `candlelight bench --kernels`
+/// compares them.
+pub fn layouts(
+    dtype: GgmlDType,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Vec<Arc<dyn QuantMatmul>> {
+    let mut all: Vec<Arc<dyn QuantMatmul>> = Vec::new();
+    for m in builders(dtype).iter().filter_map(|b| b(bytes, rows, cols)) {
+        if !all.iter().any(|o| o.kernel() == m.kernel()) {
+            all.push(m);
+        }
+    }
+    all
 }
 
 impl Weight {
@@ -64,16 +131,10 @@ impl Weight {
     pub fn new(m: QMatMul) -> Result<Self, EngineError> {
         if let QMatMul::QTensor(t) = &m {
             if let ([rows, cols], true) = (t.shape().dims(), t.device().is_cpu()) {
-                let (rows, cols) = (*rows, *cols);
-                let build = match t.dtype() {
-                    GgmlDType::Q4_1 => own::<q4_1::Q4_1>,
-                    GgmlDType::Q8_0 => own::<q8_0::Q8_0>,
-                    GgmlDType::Q4K => own::<q4_k::Q4K>,
-                    GgmlDType::Q6K => own::<q6_k::Q6K>,
-                    _ => return Ok(Weight::Candle(m)),
-                };
-                if let Some(q) = build(&t.data()?, rows, cols) {
-                    return Ok(Weight::Own(q));
+                if let Some(build) = builders(t.dtype()).first() {
+                    if let Some(q) = build(&t.data()?, *rows, *cols) {
+                        return Ok(Weight::Own(q));
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! activation rows) is bound by the integer instructions — three per 32 products with AVX2, two
 //! per 64 with AVX-512 VNNI — and by one broadcast float scale per (row, row, block) triple.
 
+use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{x86_kernels, BlockKind, Kernel, Q8KBlock};
 
 pub struct Q4K;
@@ -255,8 +256,152 @@ unsafe fn fold<const RW: usize, const RA: usize>(
     out
 }
 
+/// Block `b` of eight rows, interleaved (see `interleaved.rs`): per 32-byte load, four nibble
+/// bytes of each row — the low nibbles four weights of sub-block 2i, the high nibbles the same
+/// four of sub-block 2i+1 — and the per-row scales laid out as lanes.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub struct Group {
+    d: [f32; 8],
+    dmin: [f32; 8],
+    /// `scales[j][row]`, widened to i32 lanes when used.
+    scales: [[u8; 8]; 8],
+    /// `mins[p][row]` = the row's (m[2p], m[2p+1]), widened to i16 pairs for `madd`.
+    mins: [[[u8; 2]; 8]; 4],
+    /// `qs[i][k][row]` = bytes 4k..4k+4 of the row's nibble chunk i.
+    qs: [[[[u8; 4]; 8]; 8]; 4],
+}
+
+impl Interleaved for Q4K {
+    type Group = Group;
+
+    fn interleave(rows: [&Block; 8]) -> Group {
+        let mut g = Group {
+            d: rows.map(|b| b.d),
+            dmin: rows.map(|b| b.dmin),
+            scales: [[0; 8]; 8],
+            mins: [[[0; 2]; 8]; 4],
+            qs: [[[[0; 4]; 8]; 8]; 4],
+        };
+        for (row, b) in rows.iter().enumerate() {
+            for j in 0..8 {
+                g.scales[j][row] = b.scales[j];
+                g.mins[j / 2][row][j % 2] = b.mins[j];
+            }
+            for i in 0..4 {
+                for k in 0..8 {
+                    g.qs[i][k][row].copy_from_slice(&b.qs[32 * i + 4 * k..32 * i + 4 * k + 4]);
+                }
+            }
+        }
+        g
+    }
+
+    fn block_of(g: &Group, row: usize) -> Block {
+        let mut b = Block {
+            d: g.d[row],
+            dmin: g.dmin[row],
+            scales: [0; 8],
+            mins: [0; 8],
+            qs: [0; 128],
+        };
+        for j in 0..8 {
+            b.scales[j] = g.scales[j][row];
+            b.mins[j] = g.mins[j / 2][row][j % 2];
+        }
+        for i in 0..4 {
+            for k in 0..8 {
+                b.qs[32 * i + 4 * k..32 * i + 4 * k + 4].copy_from_slice(&g.qs[i][k][row]);
+            }
+        }
+        b
+    }
+
+    fn simd_group_kernels() -> Vec<GroupKernel<Group, Q8KBlock>> {
+        x86_group_kernels()
+    }
+}
+
+/// Eight rows against `RA` activation rows. Per sub-block pair: eight loads of 4 x 8 nibble
+/// bytes, each split into low and high nibbles and multiplied against four broadcast activation
+/// bytes (one `dpbusd` per activation row and half); the eight rows' sub-block sums then take
+/// their 6-bit scales as one i32 multiply each. Per block, the mins against the activation's
+/// sums (`madd`) and two float multiply-adds with the rows' `d`/`dmin` as one vector. All
+/// integer sums are exact and every lane's float operations run in the same order whatever
+/// `RA` is, so tiles equal single rows bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_body<const RA: usize, const VNNI: bool>(
+    g: &[Group],
+    a: [&[Q8KBlock]; RA],
+) -> [[f32; 8]; RA] {
+    use super::matrix::{add_dot_i16, add_dot_u8_i8};
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // aligned loads read 32 bytes of the 32-aligned group, broadcasts read 4 bytes inside an
+    // activation block's arrays, the scale/min loads 8 or 16 bytes of their arrays.
+    unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
+        let mut acc = [_mm256_setzero_ps(); RA];
+        for (b, gb) in g.iter().enumerate() {
+            let mut isum = [_mm256_setzero_si256(); RA];
+            for i in 0..4 {
+                let mut lo = [_mm256_setzero_si256(); RA];
+                let mut hi = [_mm256_setzero_si256(); RA];
+                for k in 0..8 {
+                    let packed = _mm256_load_si256(gb.qs[i][k].as_ptr() as *const __m256i);
+                    let wl = _mm256_and_si256(packed, mask);
+                    let wh = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+                    for r in 0..RA {
+                        let x = a[r][b].qs.as_ptr().add(64 * i + 4 * k);
+                        lo[r] = add_dot_u8_i8::<VNNI>(lo[r], wl, bcast(x));
+                        hi[r] = add_dot_u8_i8::<VNNI>(hi[r], wh, bcast(x.add(32)));
+                    }
+                }
+                let scale = |j: usize| {
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(gb.scales[j].as_ptr() as *const __m128i))
+                };
+                let (sl, sh) = (scale(2 * i), scale(2 * i + 1));
+                for r in 0..RA {
+                    let both = _mm256_add_epi32(
+                        _mm256_mullo_epi32(lo[r], sl),
+                        _mm256_mullo_epi32(hi[r], sh),
+                    );
+                    isum[r] = _mm256_add_epi32(isum[r], both);
+                }
+            }
+            let mut msum = [_mm256_setzero_si256(); RA];
+            for p in 0..4 {
+                let mins =
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128(gb.mins[p].as_ptr() as *const __m128i));
+                for r in 0..RA {
+                    let sums = bcast(a[r][b].bsums.as_ptr().add(2 * p) as *const i8);
+                    msum[r] = add_dot_i16::<VNNI>(msum[r], mins, sums);
+                }
+            }
+            let d = _mm256_loadu_ps(gb.d.as_ptr());
+            let dmin = _mm256_loadu_ps(gb.dmin.as_ptr());
+            for r in 0..RA {
+                let da = _mm256_set1_ps(a[r][b].d);
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+                acc[r] =
+                    _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[r]), acc[r]);
+            }
+        }
+        acc.map(|v| {
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), v);
+            out
+        })
+    }
+}
+
+group_kernels_from_body!(Group, Q8KBlock);
+
 #[cfg(test)]
 mod tests {
+    use super::super::interleaved::interleaved_tests;
     use super::super::matrix::{block_kind_tests, testing};
     use super::*;
     use candle_core::quantized::GgmlDType;
@@ -272,4 +417,5 @@ mod tests {
     }
 
     block_kind_tests!(Q4K, GgmlDType::Q4K, 21, block);
+    interleaved_tests!(Q4K, 31, block);
 }
