@@ -101,8 +101,8 @@ type Builder = fn(&[u8], usize, usize) -> Option<Arc<dyn QuantMatmul>>;
 /// How a block type's matrices can be held, best first (`Weight::new` takes the first).
 fn builders(dtype: GgmlDType) -> &'static [Builder] {
     match dtype {
-        GgmlDType::Q4_1 => &[self::rows::<q4_1::Q4_1>],
-        GgmlDType::Q8_0 => &[self::rows::<q8_0::Q8_0>],
+        GgmlDType::Q4_1 => &[grouped::<q4_1::Q4_1>, self::rows::<q4_1::Q4_1>],
+        GgmlDType::Q8_0 => &[grouped::<q8_0::Q8_0>, self::rows::<q8_0::Q8_0>],
         GgmlDType::Q4K => &[grouped::<q4_k::Q4K>, self::rows::<q4_k::Q4K>],
         GgmlDType::Q6K => &[self::rows::<q6_k::Q6K>],
         _ => &[],

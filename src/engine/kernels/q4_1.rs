@@ -9,6 +9,7 @@
 //! tile while it sits in cache, and is compute-bound on the integer dot products (AVX2: 32
 //! u8 x i8 products per `maddubs`).
 
+use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
 };
@@ -116,8 +117,103 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
 
 avx2_and_avx512_from_body!(Block, Q8Block);
 
+/// Block `b` of eight rows, interleaved (see `interleaved.rs`): `qs[k][row]` holds the row's
+/// nibble bytes 4k..4k+4 — weights 4k..4k+4 in the low nibbles, 16+4k..16+4k+4 in the high.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub struct Group {
+    d: [f32; 8],
+    m: [f32; 8],
+    qs: [[[u8; 4]; 8]; 4],
+}
+
+impl Interleaved for Q4_1 {
+    type Group = Group;
+
+    fn interleave(rows: [&Block; 8]) -> Group {
+        let mut g = Group {
+            d: rows.map(|b| b.d),
+            m: rows.map(|b| b.m),
+            qs: [[[0; 4]; 8]; 4],
+        };
+        for (row, b) in rows.iter().enumerate() {
+            for k in 0..4 {
+                g.qs[k][row].copy_from_slice(&b.qs[4 * k..4 * k + 4]);
+            }
+        }
+        g
+    }
+
+    fn block_of(g: &Group, row: usize) -> Block {
+        let mut qs = [0u8; 16];
+        for k in 0..4 {
+            qs[4 * k..4 * k + 4].copy_from_slice(&g.qs[k][row]);
+        }
+        Block {
+            d: g.d[row],
+            m: g.m[row],
+            qs,
+        }
+    }
+
+    fn simd_group_kernels() -> Vec<GroupKernel<Group, Q8Block>> {
+        x86_group_kernels()
+    }
+}
+
+/// Eight rows against `RA` activation rows: four loads per block, each split into low and high
+/// nibbles against four broadcast activation bytes (one `dpbusd` each per activation row), then
+/// per block `d * da * Σ q qa + m * s` as two float multiply-adds with the rows' `d` and `m` as
+/// vectors. Exact integers, and every lane's float operations in the same order whatever `RA`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_body<const RA: usize, const VNNI: bool>(
+    g: &[Group],
+    a: [&[Q8Block]; RA],
+) -> [[f32; 8]; RA] {
+    use super::matrix::add_dot_u8_i8;
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // aligned loads read 32 bytes of the 32-aligned group, broadcasts 4 bytes of an
+    // activation block's 32.
+    unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
+        let mut acc = [_mm256_setzero_ps(); RA];
+        for (b, gb) in g.iter().enumerate() {
+            let mut dot = [_mm256_setzero_si256(); RA];
+            for k in 0..4 {
+                let packed = _mm256_load_si256(gb.qs[k].as_ptr() as *const __m256i);
+                let lo = _mm256_and_si256(packed, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+                for r in 0..RA {
+                    let x = a[r][b].qs.as_ptr().add(4 * k);
+                    dot[r] = add_dot_u8_i8::<VNNI>(dot[r], lo, bcast(x));
+                    dot[r] = add_dot_u8_i8::<VNNI>(dot[r], hi, bcast(x.add(16)));
+                }
+            }
+            let d = _mm256_load_ps(gb.d.as_ptr());
+            let m = _mm256_load_ps(gb.m.as_ptr());
+            for r in 0..RA {
+                let ab = &a[r][b];
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(ab.d));
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot[r]), acc[r]);
+                acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab.s), acc[r]);
+            }
+        }
+        acc.map(|v| {
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), v);
+            out
+        })
+    }
+}
+
+group_kernels_from_body!(Group, Q8Block);
+
 #[cfg(test)]
 mod tests {
+    use super::super::interleaved::interleaved_tests;
     use super::super::matrix::{block_kind_tests, testing, QMatrix};
     use super::*;
     use candle_core::quantized::GgmlDType;
@@ -132,6 +228,7 @@ mod tests {
     }
 
     block_kind_tests!(Q4_1, GgmlDType::Q4_1, 1, block);
+    interleaved_tests!(Q4_1, 51, block);
 
     #[test]
     fn wrong_sizes_are_refused() {
