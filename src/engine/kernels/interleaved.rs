@@ -119,6 +119,26 @@ macro_rules! group_kernels_from_body {
 }
 pub(crate) use group_kernels_from_body;
 
+/// Asks for part `part` of `parts` of the group-sized window `AHEAD` bytes past `group` to be
+/// fetched into cache. A single activation row (decode) streams the groups from memory, and
+/// the hardware prefetcher does not keep up with a group's several regions read in turn
+/// (measured on Q6_K: 41 -> 82 GMAC/s); groups lie back to back, so the window is the next
+/// group or the one after, also across a row of groups.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead<G>(group: &G, part: usize, parts: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    const AHEAD: usize = 4096;
+    let lines = std::mem::size_of::<G>().div_ceil(64);
+    let per = lines.div_ceil(parts);
+    let base = (group as *const G).cast::<i8>().wrapping_add(AHEAD);
+    for line in part * per..((part + 1) * per).min(lines) {
+        // SAFETY: a prefetch never faults and never reads into the program, whatever the
+        // address (past the end of the matrix it fetches nothing useful).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line * 64)) };
+    }
+}
+
 /// A quantized matrix `(rows, cols)` held as groups of eight rows (the last group padded with
 /// zero rows), group-major: group `g`'s blocks are `groups[g * nb..(g + 1) * nb]`.
 pub struct InterleavedMatrix<K: Interleaved> {
@@ -144,13 +164,14 @@ impl<K: Interleaved> InterleavedMatrix<K> {
                 zero
             }
         };
-        let groups = (0..rows.div_ceil(ROWS))
+        // An indexed iterator collects straight into one vector (an unindexed one would hold
+        // the largest matrix twice while its pieces are joined).
+        let groups = (0..rows.div_ceil(ROWS) * nb)
             .into_par_iter()
-            .flat_map_iter(|g| {
-                (0..nb).map(move |b| {
-                    let blocks: [K::Block; ROWS] = std::array::from_fn(|i| block(g * ROWS + i, b));
-                    K::interleave(blocks.each_ref())
-                })
+            .map(|at| {
+                let (g, b) = (at / nb, at % nb);
+                let blocks: [K::Block; ROWS] = std::array::from_fn(|i| block(g * ROWS + i, b));
+                K::interleave(blocks.each_ref())
             })
             .collect();
         Some(Self {

@@ -47,12 +47,13 @@ impl Activations for Q8Block {
 
 /// Activations for the 256-wide K-quants (like ggml's Q8_K): one scale per 256 values, so a
 /// whole weight block's integer products add up before the one float multiply; `bsums` are the
-/// sums of each 32 values, for Q4_K's offsets.
+/// sums of each 32 values (Q4_K's offsets), `bsums16` of each 16 (Q6_K's `- 32`).
 #[derive(Debug, Clone, Copy)]
 pub struct Q8KBlock {
     pub d: f32,
     pub qs: [i8; 256],
     pub bsums: [i16; 8],
+    pub bsums16: [i16; 16],
 }
 
 impl Activations for Q8KBlock {
@@ -61,6 +62,7 @@ impl Activations for Q8KBlock {
         d: 0.0,
         qs: [0; 256],
         bsums: [0; 8],
+        bsums16: [0; 16],
     };
     fn quantize(x: &[f32], out: &mut [Self]) {
         let simd = has_avx2();
@@ -73,6 +75,9 @@ impl Activations for Q8KBlock {
                 .zip(q.bsums.iter_mut())
             {
                 *s = round_block(x, inv, qs, simd) as i16;
+            }
+            for (s16, qs) in q.bsums16.iter_mut().zip(q.qs.chunks_exact(16)) {
+                *s16 = qs.iter().map(|&v| v as i16).sum();
             }
             q.d = d;
         }

@@ -104,7 +104,7 @@ fn builders(dtype: GgmlDType) -> &'static [Builder] {
         GgmlDType::Q4_1 => &[grouped::<q4_1::Q4_1>, self::rows::<q4_1::Q4_1>],
         GgmlDType::Q8_0 => &[grouped::<q8_0::Q8_0>, self::rows::<q8_0::Q8_0>],
         GgmlDType::Q4K => &[grouped::<q4_k::Q4K>, self::rows::<q4_k::Q4K>],
-        GgmlDType::Q6K => &[self::rows::<q6_k::Q6K>],
+        GgmlDType::Q6K => &[grouped::<q6_k::Q6K>, self::rows::<q6_k::Q6K>],
         _ => &[],
     }
 }

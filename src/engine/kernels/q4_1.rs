@@ -9,6 +9,8 @@
 //! tile while it sits in cache, and is compute-bound on the integer dot products (AVX2: 32
 //! u8 x i8 products per `maddubs`).
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::prefetch_ahead;
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
@@ -181,6 +183,9 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
         let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let mut acc = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
+            if RA == 1 {
+                prefetch_ahead(gb, 0, 1);
+            }
             let mut dot = [_mm256_setzero_si256(); RA];
             for k in 0..4 {
                 let packed = _mm256_load_si256(gb.qs[k].as_ptr() as *const __m256i);

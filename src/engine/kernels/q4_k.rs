@@ -14,6 +14,8 @@
 //! activation rows) is bound by the integer instructions — three per 32 products with AVX2, two
 //! per 64 with AVX-512 VNNI — and by one broadcast float scale per (row, row, block) triple.
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::prefetch_ahead;
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{x86_kernels, BlockKind, Kernel, Q8KBlock};
 
@@ -347,6 +349,9 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
         for (b, gb) in g.iter().enumerate() {
             let mut isum = [_mm256_setzero_si256(); RA];
             for i in 0..4 {
+                if RA == 1 {
+                    prefetch_ahead(gb, i, 4);
+                }
                 let mut lo = [_mm256_setzero_si256(); RA];
                 let mut hi = [_mm256_setzero_si256(); RA];
                 for k in 0..8 {

@@ -14,6 +14,9 @@
 //! decode is memory-bound. In Llama 3.2 Q4_K_M this is the type of the tied embedding, the
 //! biggest matrix there is.
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::prefetch_ahead;
+use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     add_dot_i16, avx2_and_avx512_from_body, x86_kernels, BlockKind, Kernel, Q8KBlock,
 };
@@ -164,8 +167,169 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
 
 avx2_and_avx512_from_body!(Block, Q8KBlock);
 
+/// Block `b` of eight rows, interleaved (see `interleaved.rs`) and re-laid-out for it: weights
+/// go in registers of four per row, register `v` holding weights 4v..4v+4 (so sub-block j, of
+/// one scale, is registers 4j..4j+4), each as q in 0..=63. Their low nibbles sit in `ql`
+/// (register 2c low, 2c+1 high nibble of chunk c), their top two bits in `qh` (registers
+/// 4e..4e+4 at bits 0, 2, 4, 6 of chunk e): 6.6 bits per weight, about the file's 6.56.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub struct Group {
+    d: [f32; 8],
+    /// `scales[p][row]` = the row's (sc[2p], sc[2p+1]): i16 pairs for `madd`, and each half
+    /// alone as i32 lanes.
+    scales: [[[i8; 2]; 8]; 8],
+    ql: [[[u8; 4]; 8]; 32],
+    qh: [[[u8; 4]; 8]; 16],
+}
+
+impl Interleaved for Q6K {
+    type Group = Group;
+
+    fn interleave(rows: [&Block; 8]) -> Group {
+        let mut g = Group {
+            d: rows.map(|b| b.d),
+            scales: [[[0; 2]; 8]; 8],
+            ql: [[[0; 4]; 8]; 32],
+            qh: [[[0; 4]; 8]; 16],
+        };
+        for (row, b) in rows.iter().enumerate() {
+            for j in 0..16 {
+                g.scales[j / 2][row][j % 2] = b.scales[j];
+            }
+            for p in 0..256 {
+                let q = (b.q(p).0 + 32) as u8;
+                let (v, t) = (p / 4, p % 4);
+                g.ql[v / 2][row][t] |= (q & 0xF) << (4 * (v % 2));
+                g.qh[v / 4][row][t] |= (q >> 4) << (2 * (v % 4));
+            }
+        }
+        g
+    }
+
+    fn block_of(g: &Group, row: usize) -> Block {
+        let mut b = Block {
+            d: g.d[row],
+            scales: [0; 16],
+            ql: [0; 128],
+            qh: [0; 64],
+        };
+        for j in 0..16 {
+            b.scales[j] = g.scales[j / 2][row][j % 2];
+        }
+        // The inverse of `Block::q`: weight p = 128n + 32s + l.
+        for p in 0..256 {
+            let (v, t) = (p / 4, p % 4);
+            let low = (g.ql[v / 2][row][t] >> (4 * (v % 2))) & 0xF;
+            let high = (g.qh[v / 4][row][t] >> (2 * (v % 4))) & 3;
+            let (n, s, l) = (p / 128, (p % 128) / 32, p % 32);
+            b.ql[64 * n + l + 32 * (s % 2)] |= low << (4 * (s / 2));
+            b.qh[32 * n + l] |= high << (2 * s);
+        }
+        b
+    }
+
+    fn simd_group_kernels() -> Vec<GroupKernel<Group, Q8KBlock>> {
+        x86_group_kernels()
+    }
+}
+
+/// Eight rows against `RA` activation rows. Per sub-block (16 weights, one scale): three loads
+/// rebuild four registers of q (0..=63), one `dpbusd` each per activation row, and the eight
+/// rows' sums take their scales as one i32 multiply. The `- 32` of every weight is applied per
+/// block: `32 * Σ sc * (activation sums of 16)`, one `madd` per sub-block pair. Exact integers,
+/// and every lane's float operations in the same order whatever `RA` is.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_body<const RA: usize, const VNNI: bool>(
+    g: &[Group],
+    a: [&[Q8KBlock]; RA],
+) -> [[f32; 8]; RA] {
+    use super::matrix::add_dot_u8_i8;
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // aligned loads read 32 bytes of the 32-aligned group, the scale load 16 bytes of its
+    // array, broadcasts 4 bytes inside an activation block's arrays.
+    unsafe {
+        let low = _mm256_set1_epi8(0x0F);
+        let high = _mm256_set1_epi8(0x30);
+        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
+        let load = |p: &[[u8; 4]; 8]| _mm256_load_si256(p.as_ptr() as *const __m256i);
+        let mut acc = [_mm256_setzero_ps(); RA];
+        for (b, gb) in g.iter().enumerate() {
+            let mut isum = [_mm256_setzero_si256(); RA];
+            let mut osum = [_mm256_setzero_si256(); RA];
+            for p in 0..8 {
+                if RA == 1 {
+                    prefetch_ahead(gb, p, 8);
+                }
+                let pairs =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(gb.scales[p].as_ptr() as *const __m128i));
+                let even = _mm256_srai_epi32(_mm256_slli_epi32(pairs, 16), 16);
+                let odd = _mm256_srai_epi32(pairs, 16);
+                for (j, scale) in [(2 * p, even), (2 * p + 1, odd)] {
+                    let (ql0, ql1, qh) = (
+                        load(&gb.ql[2 * j]),
+                        load(&gb.ql[2 * j + 1]),
+                        load(&gb.qh[j]),
+                    );
+                    // 16-bit shifts spill bits across byte boundaries only where the masks
+                    // clear them.
+                    let w = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql0, low),
+                            _mm256_and_si256(_mm256_slli_epi16(qh, 4), high),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                            _mm256_and_si256(_mm256_slli_epi16(qh, 2), high),
+                        ),
+                        _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_and_si256(qh, high)),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), high),
+                        ),
+                    ];
+                    // Two chains of products per activation row: a single row (decode) would
+                    // otherwise wait on each `dpbusd`'s latency in turn.
+                    let mut dot = [[_mm256_setzero_si256(); RA]; 2];
+                    for (k, w) in w.into_iter().enumerate() {
+                        for r in 0..RA {
+                            let x = bcast(a[r][b].qs.as_ptr().add(16 * j + 4 * k));
+                            // q <= 63 (u8) x i8: maddubs pairs stay within i16.
+                            dot[k % 2][r] = add_dot_u8_i8::<VNNI>(dot[k % 2][r], w, x);
+                        }
+                    }
+                    for r in 0..RA {
+                        let both = _mm256_add_epi32(dot[0][r], dot[1][r]);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(both, scale));
+                    }
+                }
+                for r in 0..RA {
+                    let sums = bcast(a[r][b].bsums16.as_ptr().add(2 * p) as *const i8);
+                    osum[r] = super::matrix::add_dot_i16::<VNNI>(osum[r], pairs, sums);
+                }
+            }
+            let d = _mm256_load_ps(gb.d.as_ptr());
+            for r in 0..RA {
+                let ints = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(osum[r], 5));
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r][b].d));
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[r]);
+            }
+        }
+        acc.map(|v| {
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), v);
+            out
+        })
+    }
+}
+
+group_kernels_from_body!(Group, Q8KBlock);
+
 #[cfg(test)]
 mod tests {
+    use super::super::interleaved::interleaved_tests;
     use super::super::matrix::{block_kind_tests, testing};
     use super::*;
     use candle_core::quantized::GgmlDType;
@@ -178,4 +342,5 @@ mod tests {
     }
 
     block_kind_tests!(Q6K, GgmlDType::Q6K, 31, block);
+    interleaved_tests!(Q6K, 61, block);
 }

@@ -6,6 +6,8 @@
 //! Roofline: 1.125 bytes per weight as held here (d widened to f32 at load), 2 flops each —
 //! decode is memory-bound, more so than the 4-bit types; prefill is compute-bound like Q4_1.
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::prefetch_ahead;
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
@@ -161,6 +163,9 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
         let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let mut acc = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
+            if RA == 1 {
+                prefetch_ahead(gb, 0, 1);
+            }
             let mut dot = [_mm256_setzero_si256(); RA];
             for k in 0..8 {
                 let w = _mm256_load_si256(gb.qs[k].as_ptr() as *const __m256i);
