@@ -2,8 +2,14 @@
 //! Q6_K): candle 0.11's Q4_1 dot product is a scalar loop, and its K-quant path runs on a
 //! spin-waiting thread pool that collapses when another process wants the cores. Ours run on
 //! rayon. Everything else (f32/bf16 weights, other block types, the GPU) stays candle's
-//! `QMatMul`. `attention.rs` is the causal attention over the KV cache that `llama.rs` uses on
-//! the CPU. Measurements and rooflines: `kernels-notes.md`.
+//! `QMatMul`.
+//!
+//! `matrix.rs` holds what the block types share (activation quantization, the row layout
+//! `QMatrix`, the fallback on CPUs without AVX2); `interleaved.rs` the layout used where the
+//! CPU has SIMD kernels for it (eight rows per register); one file per block type holds its
+//! block, its definition (`dequantize`), the scalar reference and both layouts' kernels.
+//! `attention.rs` is the causal attention over the KV cache that `llama.rs` uses on the CPU.
+//! Measurements and rooflines: `kernels-notes.md`; `candlelight bench --kernels` times them.
 
 pub mod attention;
 pub mod interleaved;
