@@ -189,7 +189,7 @@ pub struct KernelReport {
     pub decode_gb_s: f64,
 }
 
-/// Every block type's every layout on one `(rows, cols)` matrix of random weights (normal,
+/// Every block type's every layout and SIMD kernel on one `(rows, cols)` matrix of random weights (normal,
 /// std 0.02, quantized by candle): a prefill-shaped product of `m` activation rows and a
 /// decode-shaped one of a single row, each timed `runs` times after a warm-up.
 pub fn run_kernels(
@@ -213,7 +213,7 @@ pub fn run_kernels(
         GgmlDType::Q6K,
     ] {
         let bytes = QTensor::quantize(&w, dtype)?.data()?.to_vec();
-        for layout in kernels::layouts(dtype, &bytes, rows, cols) {
+        for layout in kernels::variants(dtype, &bytes, rows, cols) {
             let time = |m: usize, n: usize| {
                 layout.matmul(&x[..m * cols], m);
                 let per_run: Vec<f64> = (0..n)

@@ -325,9 +325,9 @@ pub struct BenchArgs {
     /// Also measure constrained decoding with this JSON Schema file ("json" for JSON mode).
     #[arg(long)]
     pub format: Option<PathBuf>,
-    /// Measure the matrix kernels alone instead of a model: every block type and layout on a
-    /// random ROWSxCOLS matrix (Llama 3.2 1B's MLP: 8192x2048), prefill-shaped (--prompt-tokens
-    /// activation rows) and decode-shaped (one row).
+    /// Measure the matrix kernels alone instead of a model: every block type, layout and SIMD
+    /// kernel (AVX-512, AVX2) this CPU runs, on a random ROWSxCOLS matrix (Llama 3.2 1B's MLP:
+    /// 8192x2048), prefill-shaped (--prompt-tokens activation rows) and decode-shaped (one row).
     #[arg(long, value_name = "ROWSxCOLS", num_args = 0..=1, default_missing_value = "8192x2048")]
     pub kernels: Option<String>,
 }

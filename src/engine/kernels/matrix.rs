@@ -1,11 +1,10 @@
-//! What every block type shares: activations quantized to 8-bit blocks of 32 (`Q8Block`, like
-//! ggml's Q8_1), and one matrix type that runs a block type's dot product over rows — on the
-//! calling thread for small decode products, on rayon otherwise.
-//!
-//! Activations use one scale per 32 values for every weight type, also for the 256-wide
-//! K-quants (llama.cpp uses one per 256 there): finer scales cost nothing extra — the K-quant
-//! sub-blocks are 32 (Q4_K) or 16 (Q6_K) wide and need a float multiply-add each anyway —
-//! and round activations more exactly.
+//! What every block type shares: activations quantized to 8-bit blocks — of 32 for Q4_1 and
+//! Q8_0 (`Q8Block`, like ggml's Q8_1), of 256 for the K-quants (`Q8KBlock`, like Q8_K, so a
+//! whole weight block's integer products add up before one float multiply) — and the row
+//! layout, `QMatrix`: the GGUF's blocks as they are, a block type's dot product run over rows
+//! (on the calling thread for small decode products, on rayon otherwise). Where the CPU has
+//! SIMD kernels for it, matrices are held interleaved instead (`interleaved.rs`); the row
+//! layout remains the fallback and the baseline `bench --kernels` measures against.
 
 use rayon::prelude::*;
 

@@ -104,32 +104,47 @@ fn grouped<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc
 
 type Builder = fn(&[u8], usize, usize) -> Option<Arc<dyn QuantMatmul>>;
 
-/// How a block type's matrices can be held, best first (`Weight::new` takes the first).
-fn builders(dtype: GgmlDType) -> &'static [Builder] {
+/// How a block type's matrices are held, if we have kernels for it.
+fn builder(dtype: GgmlDType) -> Option<Builder> {
     match dtype {
-        GgmlDType::Q4_1 => &[grouped::<q4_1::Q4_1>, self::rows::<q4_1::Q4_1>],
-        GgmlDType::Q8_0 => &[grouped::<q8_0::Q8_0>, self::rows::<q8_0::Q8_0>],
-        GgmlDType::Q4K => &[grouped::<q4_k::Q4K>, self::rows::<q4_k::Q4K>],
-        GgmlDType::Q6K => &[grouped::<q6_k::Q6K>, self::rows::<q6_k::Q6K>],
-        _ => &[],
+        GgmlDType::Q4_1 => Some(grouped::<q4_1::Q4_1>),
+        GgmlDType::Q8_0 => Some(grouped::<q8_0::Q8_0>),
+        GgmlDType::Q4K => Some(grouped::<q4_k::Q4K>),
+        GgmlDType::Q6K => Some(grouped::<q6_k::Q6K>),
+        _ => None,
     }
 }
 
-/// Every layout we have for a block type, best first: `candlelight bench --kernels`
-/// compares them.
-pub fn layouts(
+/// Every SIMD kernel this CPU runs for a block type, interleaved layout first, then the row
+/// layout: `candlelight bench --kernels` times them side by side (the scalar references are
+/// left out; they are for tests and CPUs without AVX2).
+pub fn variants(
     dtype: GgmlDType,
     bytes: &[u8],
     rows: usize,
     cols: usize,
 ) -> Vec<Arc<dyn QuantMatmul>> {
-    let mut all: Vec<Arc<dyn QuantMatmul>> = Vec::new();
-    for m in builders(dtype).iter().filter_map(|b| b(bytes, rows, cols)) {
-        if !all.iter().any(|o| o.kernel() == m.kernel()) {
-            all.push(m);
+    fn of<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Vec<Arc<dyn QuantMatmul>> {
+        let mut all: Vec<Arc<dyn QuantMatmul>> = Vec::new();
+        for k in K::simd_group_kernels() {
+            if let Some(m) = InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols) {
+                all.push(Arc::new(m.with_kernel(k)));
+            }
         }
+        for k in K::simd_kernels() {
+            if let Some(m) = QMatrix::<K>::from_gguf_bytes(bytes, rows, cols) {
+                all.push(Arc::new(m.with_kernel(k)));
+            }
+        }
+        all
     }
-    all
+    match dtype {
+        GgmlDType::Q4_1 => of::<q4_1::Q4_1>(bytes, rows, cols),
+        GgmlDType::Q8_0 => of::<q8_0::Q8_0>(bytes, rows, cols),
+        GgmlDType::Q4K => of::<q4_k::Q4K>(bytes, rows, cols),
+        GgmlDType::Q6K => of::<q6_k::Q6K>(bytes, rows, cols),
+        _ => Vec::new(),
+    }
 }
 
 impl Weight {
@@ -137,7 +152,7 @@ impl Weight {
     pub fn new(m: QMatMul) -> Result<Self, EngineError> {
         if let QMatMul::QTensor(t) = &m {
             if let ([rows, cols], true) = (t.shape().dims(), t.device().is_cpu()) {
-                if let Some(build) = builders(t.dtype()).first() {
+                if let Some(build) = builder(t.dtype()) {
                     if let Some(q) = build(&t.data()?, *rows, *cols) {
                         return Ok(Weight::Own(q));
                     }
