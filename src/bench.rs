@@ -276,6 +276,28 @@ mod tests {
         assert_eq!(median(&[]), 0.0);
     }
 
+    /// Every block type is measured, in both layouts where the CPU has SIMD kernels, the
+    /// interleaved one (what models use) first.
+    #[test]
+    fn kernel_bench_covers_every_block_type_and_layout() {
+        let reports = run_kernels(16, 512, 5, 1).unwrap();
+        for ty in ["Q4_1", "Q8_0", "Q4_K", "Q6_K"] {
+            let kernels: Vec<&str> = reports
+                .iter()
+                .filter(|r| r.block_type == ty)
+                .map(|r| r.kernel.as_str())
+                .collect();
+            if crate::engine::kernels::matrix::has_avx2() {
+                assert!(kernels[0].starts_with("interleaved/"), "{ty}: {kernels:?}");
+                assert!(kernels.contains(&"interleaved/avx2"), "{ty}: {kernels:?}");
+                assert!(kernels.contains(&"rows/avx2"), "{ty}: {kernels:?}");
+            }
+        }
+        assert!(reports
+            .iter()
+            .all(|r| r.prefill_gmac_s > 0.0 && r.decode_gmac_s > 0.0 && r.prefill_rows == 5));
+    }
+
     #[test]
     fn peak_rss_is_readable_on_linux() {
         assert!(peak_rss_bytes().unwrap() > 0);
