@@ -13,7 +13,9 @@
 
 use rayon::prelude::*;
 
-use super::matrix::{quantize_activations, Activations, BlockKind, PARALLEL_MIN_WEIGHTS};
+use super::matrix::{
+    place_tiles, quantize_activations, Activations, BlockKind, PARALLEL_MIN_WEIGHTS,
+};
 
 /// Weight rows per group: the eight 32-bit lanes of an AVX2 register.
 pub const ROWS: usize = 8;
@@ -118,6 +120,31 @@ macro_rules! group_kernels_from_body {
     };
 }
 pub(crate) use group_kernels_from_body;
+
+/// Four bytes at `p` (an activation's i8s, or a pair of i16 sums) in every 32-bit lane: what
+/// each lane's row multiplies by.
+///
+/// # Safety
+/// AVX2 must be enabled; `p` must point at 4 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn broadcast4(p: *const i8) -> std::arch::x86_64::__m256i {
+    // SAFETY: as the caller guarantees.
+    unsafe { std::arch::x86_64::_mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32)) }
+}
+
+/// A group kernel's accumulator as the eight rows' results.
+///
+/// # Safety
+/// AVX must be enabled.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn lanes(v: std::arch::x86_64::__m256) -> [f32; ROWS] {
+    let mut out = [0f32; ROWS];
+    // SAFETY: writes the 8 floats of `out`; the caller enables AVX.
+    unsafe { std::arch::x86_64::_mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
 
 /// Asks for part `part` of `parts` of the group-sized window `AHEAD` bytes past `group` to be
 /// fetched into cache. A single activation row (decode) streams the groups from memory, and
@@ -274,12 +301,7 @@ impl<K: Interleaved> InterleavedMatrix<K> {
                     (g0 * ROWS, part)
                 })
                 .collect();
-            for (c0, part) in tiles {
-                let w = part.len() / m;
-                for (r, src) in part.chunks_exact(w).enumerate() {
-                    out[r * width + c0..r * width + c0 + w].copy_from_slice(src);
-                }
-            }
+            place_tiles(&mut out, width, tiles);
         }
         if width != self.rows {
             // The padding rows of the last group go.
@@ -335,13 +357,12 @@ pub(crate) use interleaved_tests;
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
-    use crate::engine::kernels::matrix::{testing::random_bytes, QMatrix};
-    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use crate::engine::kernels::matrix::testing::{self, abs_contributions, random_bytes};
+    use crate::engine::kernels::matrix::QMatrix;
+    use rand::{rngs::StdRng, SeedableRng};
 
     fn activations<A: Activations>(rng: &mut StdRng, m: usize, cols: usize) -> (Vec<f32>, Vec<A>) {
-        let x: Vec<f32> = (0..m * cols)
-            .map(|_| rng.random_range(-3.0f32..3.0))
-            .collect();
+        let x = testing::activations(rng, m * cols);
         let q = quantize_activations::<A>(&x, m, cols);
         (x, q)
     }
@@ -375,12 +396,7 @@ pub(crate) mod testing {
                 let got = (kernel.dot)(grouped.group(0), &q);
                 for (i, got) in got.into_iter().enumerate() {
                     let want = K::dot_scalar(plain.row(i), &q);
-                    let scale: f32 = plain
-                        .row(i)
-                        .iter()
-                        .zip(q.chunks_exact(K::WEIGHTS / K::Act::VALUES))
-                        .map(|(b, a)| K::dot_scalar(std::slice::from_ref(b), a).abs())
-                        .sum();
+                    let scale = abs_contributions::<K>(plain.row(i), &q);
                     assert!(
                         (got - want).abs() <= 1e-5 * scale.max(1.0),
                         "{} {} {blocks} blocks row {i}: {got} vs {want}",

@@ -444,14 +444,20 @@ impl<K: BlockKind> QMatrix<K> {
                 (c0, part)
             })
             .collect();
-        for (c0, part) in tiles {
-            let w = part.len() / m;
-            for r in 0..m {
-                out[r * self.rows + c0..r * self.rows + c0 + w]
-                    .copy_from_slice(&part[r * w..(r + 1) * w]);
-            }
-        }
+        place_tiles(&mut out, self.rows, tiles);
         out
+    }
+}
+
+/// Copies prefill tiles — `(first output column, row-major m x w block)` — into `out`, row-major
+/// with `width` columns.
+pub(crate) fn place_tiles(out: &mut [f32], width: usize, tiles: Vec<(usize, Vec<f32>)>) {
+    let m = out.len() / width.max(1);
+    for (c0, part) in tiles {
+        let w = part.len() / m.max(1);
+        for (r, src) in part.chunks_exact(w.max(1)).enumerate() {
+            out[r * width + c0..r * width + c0 + w].copy_from_slice(src);
+        }
     }
 }
 
@@ -656,8 +662,17 @@ pub(crate) mod testing {
         bytes
     }
 
-    fn activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    pub fn activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()
+    }
+
+    /// Σ over blocks of |one block's contribution to the row's dot product|: the scale that
+    /// float-order differences are measured against.
+    pub fn abs_contributions<K: BlockKind>(row: &[K::Block], a: &[K::Act]) -> f32 {
+        row.iter()
+            .zip(a.chunks_exact(K::WEIGHTS / K::Act::VALUES))
+            .map(|(b, a)| K::dot_scalar(std::slice::from_ref(b), a).abs())
+            .sum()
     }
 
     /// `dequantize` is what candle (ggml's layout, independently written) reads from the same
@@ -705,12 +720,7 @@ pub(crate) mod testing {
                 K::Act::quantize(&x, &mut q);
                 let fast = (kernel.dot)(w.row(0), &q);
                 let exact = K::dot_scalar(w.row(0), &q);
-                let scale: f32 = w
-                    .row(0)
-                    .iter()
-                    .zip(q.chunks_exact(K::WEIGHTS / K::Act::VALUES))
-                    .map(|(b, a)| K::dot_scalar(std::slice::from_ref(b), a).abs())
-                    .sum();
+                let scale = abs_contributions::<K>(w.row(0), &q);
                 assert!(
                     (fast - exact).abs() <= 1e-5 * scale.max(1.0),
                     "{} {} {blocks} blocks: {fast} vs {exact}",

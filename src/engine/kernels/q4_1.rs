@@ -10,7 +10,7 @@
 //! u8 x i8 products per `maddubs`).
 
 #[cfg(target_arch = "x86_64")]
-use super::interleaved::prefetch_ahead;
+use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
@@ -180,7 +180,6 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
     // activation block's 32.
     unsafe {
         let mask = _mm256_set1_epi8(0x0F);
-        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let mut acc = [_mm256_setzero_ps(); RA];
         let mut offsets = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
@@ -194,8 +193,8 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
                 for r in 0..RA {
                     let x = a[r][b].qs.as_ptr().add(4 * k);
-                    dot[r] = add_dot_u8_i8::<VNNI>(dot[r], lo, bcast(x));
-                    dot[r] = add_dot_u8_i8::<VNNI>(dot[r], hi, bcast(x.add(16)));
+                    dot[r] = add_dot_u8_i8::<VNNI>(dot[r], lo, broadcast4(x));
+                    dot[r] = add_dot_u8_i8::<VNNI>(dot[r], hi, broadcast4(x.add(16)));
                 }
             }
             let d = _mm256_load_ps(gb.d.as_ptr());
@@ -207,11 +206,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 offsets[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab.s), offsets[r]);
             }
         }
-        std::array::from_fn(|r| {
-            let mut out = [0f32; 8];
-            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc[r], offsets[r]));
-            out
-        })
+        std::array::from_fn(|r| lanes(_mm256_add_ps(acc[r], offsets[r])))
     }
 }
 

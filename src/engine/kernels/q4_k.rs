@@ -15,7 +15,7 @@
 //! per 64 with AVX-512 VNNI — and by one broadcast float scale per (row, row, block) triple.
 
 #[cfg(target_arch = "x86_64")]
-use super::interleaved::prefetch_ahead;
+use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{x86_kernels, BlockKind, Kernel, Q8KBlock};
 
@@ -344,7 +344,6 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
     // activation block's arrays, the scale/min loads 8 or 16 bytes of their arrays.
     unsafe {
         let mask = _mm256_set1_epi8(0x0F);
-        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let mut acc = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
             let mut isum = [_mm256_setzero_si256(); RA];
@@ -360,8 +359,8 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                     let wh = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
                     for r in 0..RA {
                         let x = a[r][b].qs.as_ptr().add(64 * i + 4 * k);
-                        lo[r] = add_dot_u8_i8::<VNNI>(lo[r], wl, bcast(x));
-                        hi[r] = add_dot_u8_i8::<VNNI>(hi[r], wh, bcast(x.add(32)));
+                        lo[r] = add_dot_u8_i8::<VNNI>(lo[r], wl, broadcast4(x));
+                        hi[r] = add_dot_u8_i8::<VNNI>(hi[r], wh, broadcast4(x.add(32)));
                     }
                 }
                 let scale = |j: usize| {
@@ -381,7 +380,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 let mins =
                     _mm256_cvtepu8_epi16(_mm_loadu_si128(gb.mins[p].as_ptr() as *const __m128i));
                 for r in 0..RA {
-                    let sums = bcast(a[r][b].bsums.as_ptr().add(2 * p) as *const i8);
+                    let sums = broadcast4(a[r][b].bsums.as_ptr().add(2 * p) as *const i8);
                     msum[r] = add_dot_i16::<VNNI>(msum[r], mins, sums);
                 }
             }
@@ -394,11 +393,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                     _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[r]), acc[r]);
             }
         }
-        acc.map(|v| {
-            let mut out = [0f32; 8];
-            _mm256_storeu_ps(out.as_mut_ptr(), v);
-            out
-        })
+        acc.map(|v| lanes(v))
     }
 }
 

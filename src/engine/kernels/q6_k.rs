@@ -15,7 +15,7 @@
 //! biggest matrix there is.
 
 #[cfg(target_arch = "x86_64")]
-use super::interleaved::prefetch_ahead;
+use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     add_dot_i16, avx2_and_avx512_from_body, x86_kernels, BlockKind, Kernel, Q8KBlock,
@@ -253,7 +253,6 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
     unsafe {
         let low = _mm256_set1_epi8(0x0F);
         let high = _mm256_set1_epi8(0x30);
-        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let load = |p: &[[u8; 4]; 8]| _mm256_load_si256(p.as_ptr() as *const __m256i);
         let mut acc = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
@@ -295,7 +294,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                     let mut dot = [[_mm256_setzero_si256(); RA]; 2];
                     for (k, w) in w.into_iter().enumerate() {
                         for r in 0..RA {
-                            let x = bcast(a[r][b].qs.as_ptr().add(16 * j + 4 * k));
+                            let x = broadcast4(a[r][b].qs.as_ptr().add(16 * j + 4 * k));
                             // q <= 63 (u8) x i8: maddubs pairs stay within i16.
                             dot[k % 2][r] = add_dot_u8_i8::<VNNI>(dot[k % 2][r], w, x);
                         }
@@ -306,7 +305,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                     }
                 }
                 for r in 0..RA {
-                    let sums = bcast(a[r][b].bsums16.as_ptr().add(2 * p) as *const i8);
+                    let sums = broadcast4(a[r][b].bsums16.as_ptr().add(2 * p) as *const i8);
                     osum[r] = super::matrix::add_dot_i16::<VNNI>(osum[r], pairs, sums);
                 }
             }
@@ -317,11 +316,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[r]);
             }
         }
-        acc.map(|v| {
-            let mut out = [0f32; 8];
-            _mm256_storeu_ps(out.as_mut_ptr(), v);
-            out
-        })
+        acc.map(|v| lanes(v))
     }
 }
 

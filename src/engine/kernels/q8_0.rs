@@ -7,7 +7,7 @@
 //! decode is memory-bound, more so than the 4-bit types; prefill is compute-bound like Q4_1.
 
 #[cfg(target_arch = "x86_64")]
-use super::interleaved::prefetch_ahead;
+use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
 use super::matrix::{
     avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
@@ -160,7 +160,6 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
     // activation block's 32.
     unsafe {
         let flip = _mm256_set1_epi8(i8::MIN);
-        let bcast = |p: *const i8| _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
         let mut acc = [_mm256_setzero_ps(); RA];
         for (b, gb) in g.iter().enumerate() {
             if RA == 1 {
@@ -172,14 +171,14 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 if VNNI {
                     let u = _mm256_xor_si256(w, flip);
                     for r in 0..RA {
-                        let x = bcast(a[r][b].qs.as_ptr().add(4 * k));
+                        let x = broadcast4(a[r][b].qs.as_ptr().add(4 * k));
                         dot[r] = add_dot_u8_i8::<true>(dot[r], u, x);
                     }
                 } else {
                     // |q| (-128 reads as u8 128) against ±qa.
                     let abs = _mm256_abs_epi8(w);
                     for r in 0..RA {
-                        let x = bcast(a[r][b].qs.as_ptr().add(4 * k));
+                        let x = broadcast4(a[r][b].qs.as_ptr().add(4 * k));
                         dot[r] = add_dot_u8_i8::<false>(dot[r], abs, _mm256_sign_epi8(x, w));
                     }
                 }
@@ -196,11 +195,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
                 acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[r]);
             }
         }
-        acc.map(|v| {
-            let mut out = [0f32; 8];
-            _mm256_storeu_ps(out.as_mut_ptr(), v);
-            out
-        })
+        acc.map(|v| lanes(v))
     }
 }
 
