@@ -162,9 +162,24 @@ pub struct PaperlessArgs {
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub dry_run: bool,
     /// When set, the webhook endpoint requires `Authorization: Bearer <token>` (add it as a
-    /// header in the Paperless workflow).
+    /// header in the Paperless workflow). Required once candlelight listens beyond loopback
+    /// (or CANDLELIGHT_API_KEY, or CANDLELIGHT_ALLOW_UNAUTHENTICATED_PAPERLESS=yes).
     #[arg(long, env = "CANDLELIGHT_WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<String>,
+    /// Context window (tokens) of a classification: instructions, the shortlisted taxonomy,
+    /// the document (its middle cut when long) and the answer.
+    #[arg(long, env = "CANDLELIGHT_CLASSIFY_CTX", default_value_t = crate::paperless::classifier::CLASSIFY_CTX)]
+    pub classify_ctx: usize,
+    /// Documents waiting for classification at most; webhooks beyond it get 503.
+    #[arg(long, env = "CANDLELIGHT_QUEUE_CAPACITY", default_value_t = 1000)]
+    pub queue_capacity: usize,
+    /// Tag for documents that cannot be classified (no text, model failure, after
+    /// CANDLELIGHT_MAX_ATTEMPTS tries); removing it retries the document. Empty: never tag.
+    #[arg(long, env = "CANDLELIGHT_FAILED_TAG", default_value = "ai-failed")]
+    pub failed_tag: String,
+    /// Attempts before a document with transient failures gets the failure tag.
+    #[arg(long, env = "CANDLELIGHT_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
 }
 
 impl PaperlessArgs {
@@ -211,7 +226,7 @@ impl PaperlessArgs {
             url: url.to_owned(),
             token: token.trim().to_owned(),
             model: model.to_owned(),
-            num_ctx: None,
+            num_ctx: Some(self.classify_ctx),
             only_tags,
             policy: crate::paperless::Policy {
                 write: crate::paperless::Fields::parse(&self.write_fields)
@@ -226,6 +241,9 @@ impl PaperlessArgs {
             scan_interval: crate::paperless::triggers::parse_scan_interval(&self.scan_interval)?,
             dry_run: self.dry_run,
             retry_delay: std::time::Duration::from_secs(30),
+            queue_capacity: self.queue_capacity.max(1),
+            failed_tag: Some(self.failed_tag.trim().to_owned()).filter(|t| !t.is_empty()),
+            max_attempts: self.max_attempts.max(1),
         }))
     }
 }
@@ -369,6 +387,41 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "CANDLELIGHT_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// Who may use the API and how much one request or client may ask for.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// Web page origins allowed besides the local ones (Ollama's OLLAMA_ORIGINS:
+    /// comma-separated, `*` matches anything, e.g. `https://chat.example.com,http://*.lan:*`).
+    #[arg(long, env = "OLLAMA_ORIGINS", default_value = "")]
+    pub origins: String,
+    /// Required as `Authorization: Bearer <key>` by everything that writes: pulling, copying
+    /// and deleting models, and Paperless writes. Unset: those are open (as in Ollama), except
+    /// Paperless writes beyond loopback.
+    #[arg(long, env = "CANDLELIGHT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Accept the webhook and /api/classify by document_id without any token even when
+    /// listening beyond loopback (yes/no): anyone on the network can then make candlelight
+    /// write to Paperless.
+    #[arg(long, env = "CANDLELIGHT_ALLOW_UNAUTHENTICATED_PAPERLESS", default_value = "no",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub allow_unauthenticated_paperless: bool,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, env = "CANDLELIGHT_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Texts one embedding request may carry.
+    #[arg(long, env = "CANDLELIGHT_MAX_EMBED_INPUTS", default_value_t = 1024)]
+    pub max_embed_inputs: usize,
+    /// Client connections held at once; more wait in the kernel's listen queue.
+    #[arg(long, env = "CANDLELIGHT_MAX_CONNECTIONS", default_value_t = 128)]
+    pub max_connections: usize,
+    /// Time a client has to send its request headers, and to send the next request on an
+    /// idle kept-alive connection (Go duration or seconds).
+    #[arg(long, env = "CANDLELIGHT_HEADER_TIMEOUT", default_value = "30s")]
+    pub header_timeout: String,
 }
 
 /// Parses OLLAMA_HOST the way Ollama does: scheme optional, port 11434 when omitted.

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod duration;
 pub mod engine;
 pub mod gpu;
 pub mod metrics;

@@ -42,7 +42,8 @@ fn open(model: &str, rt: &RuntimeArgs) -> Result<(LoadedModel, String, usize, f6
     let threads = rt.threads.unwrap_or_else(default_threads);
     set_cpu_threads(threads);
     let device = engine::select_device(rt.device)?;
-    let store = ModelStore::new(&rt.models_dir);
+    // The command line may name a file: the one place a path is a model.
+    let store = ModelStore::new(&rt.models_dir).with_paths([model]);
     let resolved = store.resolve(model)?;
     let t = Instant::now();
     let lm = engine::load(
@@ -220,12 +221,12 @@ fn bench(args: BenchArgs) -> Result<()> {
 }
 
 /// The engine as the server runs it, for a command-line job.
-fn cli_engine(rt: &RuntimeArgs) -> Result<engine::Engine> {
+fn cli_engine(rt: &RuntimeArgs, model: &str) -> Result<engine::Engine> {
     let threads = rt.threads.unwrap_or_else(default_threads);
     set_cpu_threads(threads);
     let device = engine::select_device(rt.device)?;
     Ok(engine::Engine::new(
-        ModelStore::new(&rt.models_dir),
+        ModelStore::new(&rt.models_dir).with_paths([model]),
         engine::EngineOptions {
             device,
             num_ctx: rt.num_ctx,
@@ -259,7 +260,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("{} is not a taxonomy JSON", path.display()))?;
-    let engine = cli_engine(&args.runtime)?;
+    let engine = cli_engine(&args.runtime, &args.model)?;
     cli_runtime()?.block_on(async move {
         if let Some(file) = &args.file {
             let content = std::fs::read_to_string(file)
@@ -302,7 +303,7 @@ fn classify_document(args: &ClassifyArgs, id: i64) -> Result<()> {
         .settings(&args.model)
         .map_err(anyhow::Error::msg)?
         .context("--document-id needs PAPERLESS_URL and PAPERLESS_API_TOKEN (or --paperless-url and --paperless-token)")?;
-    let engine = cli_engine(&args.runtime)?;
+    let engine = cli_engine(&args.runtime, &args.model)?;
     cli_runtime()?.block_on(async move {
         let p = Paperless::new(engine, settings, candlelight::metrics::Metrics::new())?;
         let report = p
@@ -369,6 +370,20 @@ fn serve(args: ServeArgs) -> Result<()> {
     set_cpu_threads(threads);
     let device = engine::select_device(rt.device)?;
     let addr = parse_host(&args.host).map_err(anyhow::Error::msg)?;
+    let header_timeout = candlelight::duration::parse_go_duration(&args.access.header_timeout)
+        .and_then(candlelight::duration::from_seconds)
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "CANDLELIGHT_HEADER_TIMEOUT '{}': give a positive duration such as 30s",
+                args.access.header_timeout
+            )
+        })?;
+    let limits = candlelight::api::ServeLimits {
+        max_connections: args.access.max_connections.max(1),
+        header_timeout,
+        grace: std::time::Duration::from_secs(args.shutdown_grace),
+    };
     let paperless_settings = args
         .paperless
         .settings(&args.classify_model)
@@ -381,7 +396,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     let ollama_dir = args.ollama_models.clone().or_else(|| {
         std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".ollama/models"))
     });
-    let store = ModelStore::new(&rt.models_dir).with_ollama_dir(ollama_dir);
+    // Paths the operator configured are models too; over HTTP, only names are.
+    let store = ModelStore::new(&rt.models_dir)
+        .with_ollama_dir(ollama_dir)
+        .with_paths(args.preload.iter().chain([&args.classify_model]));
     let metrics = candlelight::metrics::Metrics::new();
     let engine = engine::Engine::new(
         store,
@@ -436,23 +454,45 @@ fn serve(args: ServeArgs) -> Result<()> {
             candlelight::gpu::open_nvml(),
             std::time::Duration::from_secs(5),
         );
+        let access = &args.access;
+        // A blank key (an empty Secret value) means no key, not "reject everything".
+        let guard = candlelight::api::Guard::new(
+            &access.origins,
+            addr,
+            access.api_key.as_deref(),
+            args.paperless.webhook_token.as_deref(),
+            access.allow_unauthenticated_paperless,
+        );
+        if paperless.is_some() && guard.paperless_writes_closed() {
+            tracing::warn!(
+                "listening beyond loopback without CANDLELIGHT_WEBHOOK_TOKEN or \
+                 CANDLELIGHT_API_KEY: the webhook and /api/classify by document_id are refused \
+                 (polling still runs)"
+            );
+        }
+        let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
         let state = candlelight::api::AppState {
             gpu,
             engine,
             classify_model: args.classify_model.clone(),
             paperless,
-            // An empty value (a blank Secret key) means no token, not "reject everything".
-            webhook_token: args
-                .paperless
-                .webhook_token
-                .clone()
-                .filter(|t| !t.trim().is_empty()),
+            guard,
+            limits: candlelight::api::Limits {
+                body_bytes: access.max_body_bytes,
+                embed_inputs: access.max_embed_inputs,
+            },
             metrics,
+            blocking: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                candlelight::api::BLOCKING_PERMITS,
+            )),
+            cut: cut_rx,
         };
         candlelight::api::serve(
             listener,
             state,
-            std::time::Duration::from_secs(args.shutdown_grace),
+            cut_tx,
+            limits,
+            candlelight::api::shutdown_signal(),
         )
         .await?;
         Ok(())

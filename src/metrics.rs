@@ -165,6 +165,8 @@ pub struct PaperlessMetrics {
     pub queue_depth: Gauge,
     /// Failed Paperless calls by kind (unauthorized, unavailable, rejected, ...).
     pub api_errors: Family<ErrorLabels, Counter>,
+    /// Documents given up on (tagged with the failure tag), by reason.
+    pub given_up: Family<ErrorLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -272,7 +274,14 @@ impl Metrics {
             ),
             queue_depth: Gauge::default(),
             api_errors: Family::default(),
+            given_up: Family::default(),
         };
+        registry.register(
+            "paperless_given_up",
+            "Paperless documents that could not be classified and got the failure tag, by \
+             reason (no_text, does_not_fit, answer, engine, paperless)",
+            paperless.given_up.clone(),
+        );
         registry.register(
             "paperless_api_errors",
             "Paperless API calls that failed after retries, by kind",

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::Sender;
 
-use crate::store::{canonical_name, ModelStore, StoreError};
+use crate::store::{parse_name, ModelStore, StoreError};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Progress {
@@ -83,6 +83,7 @@ pub fn hub_endpoint() -> String {
 /// What `pull` would do, decided without network: `Ok(true)` when the model is present,
 /// `Ok(false)` when it can be downloaded, an error when it cannot.
 pub fn check(store: &ModelStore, name: &str) -> Result<bool, PullError> {
+    parse_name(name)?;
     if store.resolve(name).is_ok() {
         return Ok(true);
     }
@@ -99,7 +100,7 @@ struct Source {
 }
 
 fn source_of(store: &ModelStore, name: &str) -> Result<Source, PullError> {
-    let canonical = canonical_name(name);
+    let canonical = parse_name(name)?;
     let (base, tag) = canonical.rsplit_once(':').unwrap_or((&canonical, "latest"));
     let manifest = store
         .manifests()?
@@ -118,6 +119,7 @@ fn source_of(store: &ModelStore, name: &str) -> Result<Source, PullError> {
                 .filter_map(|f| f.as_str().map(str::to_owned))
                 .collect()
         });
+    let files = files.filter(|f| f.iter().all(|f| crate::store::plain_relative(f)));
     match (repo, path, files) {
         (Some(repo), _, Some(files)) if !files.is_empty() => Ok(Source {
             repo: repo.to_owned(),
@@ -156,7 +158,9 @@ pub async fn pull(
         files,
         folder,
     } = source_of(store, name)?;
-    let dest: PathBuf = store.cache_dir().join(&manifest.file);
+    let dest: PathBuf = store
+        .cache_path(&manifest)
+        .ok_or_else(|| PullError::NoSource(manifest.name.clone()))?;
     std::fs::create_dir_all(store.cache_dir()).map_err(io(store.cache_dir()))?;
     // Everything lands in a `.part` name first: a model appears complete or not at all.
     let staging = dest.with_extension("part");
@@ -222,7 +226,13 @@ async fn download(
         reason,
         dest: dest.display().to_string(),
     };
-    let mut req = reqwest::Client::new().get(url);
+    // No overall timeout (a model takes minutes), but a hub that does not answer is an error.
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut req = client.get(url);
     if let Ok(token) = std::env::var("HF_TOKEN") {
         req = req.bearer_auth(token);
     }

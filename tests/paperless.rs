@@ -584,3 +584,111 @@ fn cli_classifies_a_document_by_id_and_post_consume_script_queues() {
         "a down candlelight must not fail consumption"
     );
 }
+
+#[test]
+fn a_five_thousand_tag_instance_still_classifies_within_the_context() {
+    let _serial = common::serial();
+    let mut state = State::seeded();
+    for i in 0..5000 {
+        let id = 10_000 + i;
+        state
+            .tags
+            .insert(id, Obj::new(id, &format!("Sammelordner Projekt {i:04}")));
+    }
+    for i in 0..2000 {
+        let id = 20_000 + i;
+        state
+            .correspondents
+            .insert(id, Obj::new(id, &format!("Handelshaus Nummer {i:04} GmbH")));
+    }
+    let fake = FakePaperless::start_with(state);
+    let server = serve_with(&fake, &[]);
+    let (status, report) = post(
+        &format!("{}/api/classify", server.url),
+        &json!({"document_id": 1}),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outcome"], "applied", "{report}");
+    let tokens = report["prompt_tokens"].as_u64().unwrap();
+    assert!(tokens <= 2048, "{tokens} prompt tokens");
+    assert!(doc(&fake, 1).tags.contains(&AI_PROCESSED));
+    assert_eq!(doc(&fake, 1).correspondent, Some(ACME), "{report}");
+}
+
+fn tag_id(fake: &FakePaperless, name: &str) -> Option<i64> {
+    fake.with(|s| s.tags.values().find(|t| t.name == name).map(|t| t.id))
+}
+
+#[test]
+fn documents_that_cannot_be_classified_get_the_failure_tag_once() {
+    let _serial = common::serial();
+    let mut state = State::seeded();
+    for d in state.documents.values_mut() {
+        d.tags.push(AI_PROCESSED);
+    }
+    state
+        .documents
+        .insert(50, Doc::new(50, "blank_scan", "  \n "));
+    let fake = FakePaperless::start_with(state);
+    let server = serve_with(&fake, &[("SCAN_INTERVAL", "1s")]);
+    wait_until(
+        "document 50 tagged ai-failed",
+        Duration::from_secs(60),
+        || tag_id(&fake, "ai-failed").is_some_and(|t| doc(&fake, 50).tags.contains(&t)),
+    );
+    let failed = tag_id(&fake, "ai-failed").unwrap();
+    assert_eq!(
+        fake.with(|s| s.tags[&failed].matching_algorithm),
+        0,
+        "Paperless must never assign the failure tag by itself"
+    );
+    // Polling leaves it alone from now on: no second attempt, no second tag write.
+    let fetches = || fake.with(|s| s.count("GET", "/api/documents/50/"));
+    let before = fetches();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(fetches(), before, "a failed document was tried again");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("candlelight_paperless_given_up_total{kind=\"no_text\"} 1"),
+        "{metrics}"
+    );
+    assert!(server.log().contains("giving up on this document"));
+    // Someone fixes the document and removes the tag: the next poll classifies it.
+    fake.with(|s| {
+        let d = s.documents.get_mut(&50).unwrap();
+        d.content = "Rechnung Nr. 77 vom 03.04.2024, Acme Corporation, Betrag 12,00 EUR".into();
+        d.tags.retain(|t| *t != failed);
+    });
+    wait_until("document 50 classified", Duration::from_secs(120), || {
+        doc(&fake, 50).tags.contains(&AI_PROCESSED)
+    });
+    assert!(!doc(&fake, 50).tags.contains(&failed));
+}
+
+#[test]
+fn a_context_too_small_for_the_instructions_fails_once_with_the_reason() {
+    let _serial = common::serial();
+    let fake = FakePaperless::start();
+    let server = serve_with(&fake, &[("CANDLELIGHT_CLASSIFY_CTX", "200")]);
+    let (status, body) = post(
+        &format!("{}/api/paperless/webhook", server.url),
+        &json!({"document_id": 2}),
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_until(
+        "document 2 tagged ai-failed",
+        Duration::from_secs(60),
+        || tag_id(&fake, "ai-failed").is_some_and(|t| doc(&fake, 2).tags.contains(&t)),
+    );
+    let log = server.log();
+    assert_eq!(
+        log.matches("giving up on this document").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("does_not_fit"), "{log}");
+    assert!(!doc(&fake, 2).tags.contains(&AI_PROCESSED));
+}

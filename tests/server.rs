@@ -218,7 +218,7 @@ fn error_paths_have_ollama_status_and_body() {
         let mut tcp = std::net::TcpStream::connect(s.url.trim_start_matches("http://")).unwrap();
         write!(
             tcp,
-            "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            "POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
                      Content-Length: 40000000\r\nConnection: close\r\n\r\n{{"
         )
         .unwrap();

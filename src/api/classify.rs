@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::params::json_body;
-use super::AppState;
+use super::{AppState, Scope};
 use crate::paperless::triggers::webhook_document_id;
 use crate::paperless::{
-    classify, ClassifyError, Paperless, PaperlessError, ProcessError, Taxonomy, Trigger,
+    classify, ClassifyError, Enqueued, Paperless, PaperlessError, ProcessError, Taxonomy, Trigger,
 };
 
 #[derive(Debug, Deserialize)]
@@ -66,31 +66,10 @@ fn process_error(model: &str, e: ProcessError) -> ApiError {
             StatusCode::NOT_FOUND,
             format!("not found in Paperless: {what}"),
         ),
+        e @ ProcessError::NoText => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         // Paperless failing (or refusing our token) is an upstream problem, not the caller's.
         ProcessError::Paperless(e) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
     }
-}
-
-/// With CANDLELIGHT_WEBHOOK_TOKEN set, whatever makes candlelight write to Paperless (the
-/// webhook, /api/classify by document id) needs it as a bearer token. A NetworkPolicy can only
-/// restrict the port, which every Ollama client shares.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.webhook_token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, t)| t.trim());
-    if given == Some(token.as_str()) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "token missing or wrong: send the header `Authorization: Bearer \
-         <CANDLELIGHT_WEBHOOK_TOKEN>` (in the Paperless workflow's webhook headers)",
-    ))
 }
 
 pub async fn classify_text(
@@ -100,7 +79,7 @@ pub async fn classify_text(
 ) -> Result<Json<Value>, ApiError> {
     let b: ClassifyBody = json_body(&body)?;
     if let Some(id) = &b.document_id {
-        authorize(&state, &headers)?;
+        state.guard.authorize(&headers, Scope::Paperless)?;
         let id = document_id(id)?;
         let p = paperless(&state)?;
         super::require_model(&state, Some(&p.settings().model))?;
@@ -136,7 +115,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
+    state.guard.authorize(&headers, Scope::Paperless)?;
     let p = paperless(&state)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -149,6 +128,16 @@ pub async fn webhook(
         )
     })?;
     let status = p.enqueue(id, Trigger::Webhook);
+    if status == Enqueued::Full {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the classification queue is full ({} documents waiting); polling picks this \
+                 document up later, or send the webhook again",
+                p.queue_capacity()
+            ),
+        ));
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"document_id": id, "status": status})),

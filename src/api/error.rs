@@ -30,14 +30,34 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, format!("model '{model}' not found"))
     }
 
-    /// Maps an engine error for a request about `model`.
-    pub fn from_engine(model: &str, e: EngineError) -> Self {
+    /// Maps a model store error for a request about `model`. Server-side failures are logged
+    /// in full but answered without the server's paths.
+    pub fn from_store(model: &str, e: StoreError) -> Self {
         match e {
-            EngineError::Store(StoreError::NotFound(_)) => Self::not_found(model),
-            EngineError::Store(e @ StoreError::NotDownloaded { .. }) => Self::new(
+            StoreError::NotFound(_) => Self::not_found(model),
+            e @ StoreError::NotDownloaded { .. } => Self::new(
                 StatusCode::NOT_FOUND,
                 format!("model '{model}' not found: {e}"),
             ),
+            e @ (StoreError::BadName(_) | StoreError::NotInStore(_)) => {
+                Self::bad_request(e.to_string())
+            }
+            e @ StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            e @ StoreError::NotOwned(_) => Self::new(StatusCode::FORBIDDEN, e.to_string()),
+            e @ (StoreError::BadManifest { .. } | StoreError::Io { .. }) => {
+                tracing::error!(model, error = %e, "model store failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the model store failed; the server log says why",
+                )
+            }
+        }
+    }
+
+    /// Maps an engine error for a request about `model`.
+    pub fn from_engine(model: &str, e: EngineError) -> Self {
+        match e {
+            EngineError::Store(e) => Self::from_store(model, e),
             EngineError::InvalidInput(_) | EngineError::ContextOverflow { .. } => {
                 Self::bad_request(e.to_string())
             }

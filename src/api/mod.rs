@@ -3,25 +3,31 @@
 
 pub mod classify;
 pub mod error;
+pub mod guard;
 pub mod ollama;
 pub mod openai;
 pub mod params;
+pub mod server;
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{watch, Semaphore};
 
 use std::convert::Infallible;
 
 use crate::engine::{Engine, EngineError, Event, Generated};
 use error::ApiError;
+pub use guard::{Guard, Scope};
+pub use server::{serve, shutdown_signal, ServeLimits};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,16 +36,62 @@ pub struct AppState {
     pub classify_model: String,
     /// The Paperless connection, when PAPERLESS_URL is set.
     pub paperless: Option<crate::paperless::Paperless>,
-    /// Required on the webhook endpoint when set.
-    pub webhook_token: Option<String>,
+    /// Host, origin and key rules.
+    pub guard: Guard,
+    pub limits: Limits,
     pub metrics: crate::metrics::Metrics,
     pub gpu: crate::gpu::GpuMonitor,
+    /// File-system work (listing, hashing, reading model headers) runs on blocking threads;
+    /// this bounds how many requests can hold one at a time.
+    pub blocking: Arc<Semaphore>,
+    /// Set when the shutdown grace has run out: open streams end with an error line.
+    pub cut: watch::Receiver<bool>,
 }
 
-/// Request bodies larger than this are refused (413): a prompt of a whole book fits easily.
-pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// What one request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request bodies larger than this are refused (413).
+    pub body_bytes: usize,
+    /// Texts in one embedding request.
+    pub embed_inputs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 8 << 20,
+            embed_inputs: 1024,
+        }
+    }
+}
+
+/// Blocking work a request may start at once (see [`AppState::blocking`]).
+pub const BLOCKING_PERMITS: usize = 2;
+
+impl AppState {
+    /// Runs file-system work off the async threads, at most [`BLOCKING_PERMITS`] at once.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+        let _permit = self
+            .blocking
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| internal(e.to_string()))
+    }
+}
 
 pub fn router(state: AppState) -> Router {
+    let guard = state.guard.clone();
+    let cors_guard = guard.clone();
+    let body_limit = state.limits.body_bytes;
     Router::new()
         .route("/", get(ollama::root).head(ollama::root))
         .route("/api/version", get(ollama::version).head(ollama::version))
@@ -66,16 +118,99 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             count_requests,
         ))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        // Refuses a declared Content-Length over the limit before reading a byte; the extractor
+        // limit below catches chunked bodies that grow past it.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            json_errors,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_TIMEOUT,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            handler_panicked,
+        ))
         .layer(
             tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::AllowOrigin::predicate(|o, _| {
-                    allowed_origin(o.to_str().unwrap_or(""))
+                .allow_origin(tower_http::cors::AllowOrigin::predicate(move |o, _| {
+                    cors_guard.origin_allowed(o.to_str().unwrap_or(""))
                 }))
                 .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::HEAD])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            guard::check_request,
+        ))
         .with_state(state)
+}
+
+/// A request body still arriving after this is dropped (a client trickling bytes holds a
+/// connection and a buffer).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a panicking handler answers (the panic itself is a bug; the log has it).
+pub const PANIC_MESSAGE: &str =
+    "internal error: the request handler failed (a bug; the server log has the details)";
+
+fn handler_panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, PANIC_MESSAGE).into_response()
+}
+
+/// An error in the shape the route's clients read: OpenAI's under `/v1`, Ollama's elsewhere.
+pub(crate) fn error_response(path: &str, e: ApiError) -> Response {
+    if path.starts_with("/v1/") {
+        openai::OpenAiError::from(e).into_response()
+    } else {
+        e.into_response()
+    }
+}
+
+/// Errors made outside our handlers (axum's rejections: body too large, unreadable body,
+/// wrong method, unknown route) come as plain text; clients of this API parse JSON errors.
+async fn json_errors(
+    axum::extract::State(body_limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("request body too large: the limit is {body_limit} bytes")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
+        StatusCode::NOT_FOUND => "404 page not found".to_owned(),
+        _ => {
+            let bytes = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_owned()
+            } else {
+                text
+            }
+        }
+    };
+    error_response(&path, ApiError::new(status, message))
 }
 
 /// Counts every request by route pattern (not the raw path: model names in `/v1/models/...`
@@ -147,24 +282,6 @@ async fn gpu(axum::extract::State(state): axum::extract::State<AppState>) -> Res
     axum::Json(state.gpu.get()).into_response()
 }
 
-/// Ollama's default CORS origins: local hosts on any port and app schemes.
-fn allowed_origin(origin: &str) -> bool {
-    let host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .map(|h| h.split(':').next().unwrap_or(""));
-    matches!(host, Some("localhost" | "127.0.0.1" | "0.0.0.0" | "[::1]"))
-        || [
-            "app://",
-            "file://",
-            "tauri://",
-            "vscode-webview://",
-            "vscode-file://",
-        ]
-        .iter()
-        .any(|s| origin.starts_with(s))
-}
-
 /// The request's model name, which must be given and known (404 otherwise).
 pub(crate) fn require_model(state: &AppState, model: Option<&str>) -> Result<String, ApiError> {
     let model = model
@@ -176,7 +293,7 @@ pub(crate) fn require_model(state: &AppState, model: Option<&str>) -> Result<Str
         .engine
         .store()
         .resolve(&model)
-        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+        .map_err(|e| ApiError::from_store(&model, e))?;
     Ok(model)
 }
 
@@ -226,6 +343,7 @@ pub(crate) async fn collect(
 pub(crate) fn event_stream<F>(
     first: Event,
     mut events: UnboundedReceiver<Event>,
+    mut cut: watch::Receiver<bool>,
     content_type: &'static str,
     mut line: F,
     trailer: Option<&'static str>,
@@ -242,6 +360,8 @@ where
                 None => tokio::select! {
                     ev = events.recv() => ev.unwrap_or(Event::Error(EngineError::WorkerGone)),
                     _ = tx.closed() => return,
+                    // The grace after SIGTERM ran out: say so instead of just stopping.
+                    _ = cut.wait_for(|c| *c) => Event::Error(EngineError::ShuttingDown),
                 },
             };
             let terminal = !matches!(ev, Event::Text(_));
@@ -263,65 +383,21 @@ where
 }
 
 /// NDJSON stream (Ollama): one JSON object per line.
-pub(crate) fn ndjson<F>(first: Event, events: UnboundedReceiver<Event>, mut line: F) -> Response
+pub(crate) fn ndjson<F>(
+    first: Event,
+    events: UnboundedReceiver<Event>,
+    cut: watch::Receiver<bool>,
+    mut line: F,
+) -> Response
 where
     F: FnMut(Event) -> Value + Send + 'static,
 {
     event_stream(
         first,
         events,
+        cut,
         "application/x-ndjson",
         move |ev| vec![format!("{}\n", line(ev))],
         None,
     )
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
-}
-
-/// Serves until a shutdown signal; in-flight requests are allowed `grace` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    // Tests and scripts read the bound port (with --host 127.0.0.1:0) from this line.
-    tracing::info!("listening on {addr}");
-    let app = router(state);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = tx.send(());
-    });
-    tokio::select! {
-        r = server => r,
-        _ = async {
-            let _ = rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("requests still running after the grace period: stopping anyway");
-            Ok(())
-        }
-    }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::params::{json_body, keep_alive, now_rfc3339, rfc3339, Options};
-use super::{collect, first_event, require_model, AppState};
+use super::{collect, first_event, require_model, AppState, Scope};
 use crate::engine::{
     ChatMessage, ChatTemplate, EmbedTask, EngineError, Event, Format, GenerateTask, Generated,
     KeepAlive, Loaded, ModelInfo, ModelKind, PromptInput,
@@ -383,7 +383,7 @@ async fn run(
                 Event::Embeddings { .. } => json!({"error": "unexpected embeddings"}),
             }
         };
-        return Ok(super::ndjson(first, sub.events, lines));
+        return Ok(super::ndjson(first, sub.events, state.cut.clone(), lines));
     }
     let (text, done) = collect(&c.model, first, &mut sub.events).await?;
     Ok(Json(reply.last(&text, &done, load)).into_response())
@@ -439,16 +439,16 @@ fn tag_entry(state: &AppState, m: &LocalModel) -> Option<Value> {
 
 pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let st = state.clone();
-    let models = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
-        let list = st
-            .engine
-            .store()
-            .list()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok(list.iter().filter_map(|m| tag_entry(&st, m)).collect())
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let models = state
+        .blocking(move || -> Result<Vec<Value>, ApiError> {
+            let list = st
+                .engine
+                .store()
+                .list()
+                .map_err(|e| ApiError::from_store("", e))?;
+            Ok(list.iter().filter_map(|m| tag_entry(&st, m)).collect())
+        })
+        .await??;
     Ok(Json(json!({ "models": models })))
 }
 
@@ -485,35 +485,39 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
         .engine
         .store()
         .resolve(&model)
-        .map_err(|e| ApiError::from_engine(&model, e.into()))?;
+        .map_err(|e| ApiError::from_store(&model, e))?;
     let path = resolved.path.clone();
     let name = model.clone();
-    let (info, template, stops) = tokio::task::spawn_blocking(move || {
-        let info = inspect(&path, &name)?;
-        // Template and stop tokens need the tokenizer, which GGUF metadata holds.
-        let tok = match info.format {
-            "gguf" => crate::engine::Tokenizer::for_gguf(
-                &path,
-                &candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(
-                    std::fs::File::open(&path).map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                    })?,
-                ))
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-            ),
-            _ => crate::engine::Tokenizer::from_hf_dir(&path),
-        }
-        .map_err(|e| ApiError::from_engine(&name, e))?;
-        let template = ChatTemplate::detect(info.chat_template.as_deref(), &tok);
-        let stops: Vec<String> = template
-            .stop_tokens(&tok)
-            .iter()
-            .map(|id| tok.decode(&[*id]))
-            .collect();
-        Ok::<_, ApiError>((info, template, stops))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (info, template, stops) = state
+        .blocking(move || {
+            let info = inspect(&path, &name)?;
+            if info.kind == ModelKind::Embedding {
+                // An encoder has no chat template and no stop tokens.
+                return Ok::<_, ApiError>((info, ChatTemplate::Plain, Vec::new()));
+            }
+            // Template and stop tokens need the tokenizer, which GGUF metadata holds.
+            let tok = match info.format {
+                "gguf" => crate::engine::Tokenizer::for_gguf(
+                    &path,
+                    &candle_core::quantized::gguf_file::Content::read(
+                        &mut std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| {
+                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        })?),
+                    )
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+                ),
+                _ => crate::engine::Tokenizer::from_hf_dir(&path),
+            }
+            .map_err(|e| ApiError::from_engine(&name, e))?;
+            let template = ChatTemplate::detect(info.chat_template.as_deref(), &tok);
+            let stops: Vec<String> = template
+                .stop_tokens(&tok)
+                .iter()
+                .map(|id| tok.decode(&[*id]))
+                .collect();
+            Ok::<_, ApiError>((info, template, stops))
+        })
+        .await??;
     let mut model_info: Map<String, Value> = info.metadata.clone().into_iter().collect();
     model_info.insert(
         "general.parameter_count".into(),
@@ -580,11 +584,10 @@ fn ps_entry(state: &AppState, m: &Loaded) -> Value {
 pub async fn ps(State(state): State<AppState>) -> Json<Value> {
     let running = state.engine.running().await;
     let st = state.clone();
-    let models = tokio::task::spawn_blocking(move || {
-        running.iter().map(|m| ps_entry(&st, m)).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let models = state
+        .blocking(move || running.iter().map(|m| ps_entry(&st, m)).collect::<Vec<_>>())
+        .await
+        .unwrap_or_default();
     Json(json!({ "models": models }))
 }
 
@@ -622,6 +625,13 @@ pub(super) async fn embed_texts(
 ) -> Result<(Vec<Vec<f32>>, usize, Duration), ApiError> {
     let options = Options::parse(options.unwrap_or(&Map::new()))?;
     let ka = keep_alive(ka)?;
+    let most = state.limits.embed_inputs;
+    if inputs.len() > most {
+        return Err(ApiError::bad_request(format!(
+            "too many inputs: {} in one request, at most {most}; send them in batches",
+            inputs.len()
+        )));
+    }
     let task = EmbedTask {
         inputs,
         truncate,
@@ -645,7 +655,7 @@ pub(super) async fn embed_texts(
     }
 }
 
-pub async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let started = Instant::now();
     let b: EmbedBody = json_body(&body)?;
     let model = b
@@ -669,7 +679,7 @@ pub async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Va
             .load(&model, keep_alive(b.keep_alive.as_ref())?)
             .await
             .map_err(|e| ApiError::from_engine(&model, e))?;
-        return Ok(Json(json!({"model": model, "embeddings": []})));
+        return Ok(Json(json!({"model": model, "embeddings": []})).into_response());
     }
     let (vectors, tokens, load) = embed_texts(
         &state,
@@ -681,13 +691,24 @@ pub async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Va
         b.keep_alive.as_ref(),
     )
     .await?;
-    Ok(Json(json!({
-        "model": model,
-        "embeddings": vectors,
-        "total_duration": nanos(started.elapsed()),
-        "load_duration": nanos(load),
-        "prompt_eval_count": tokens,
-    })))
+    // Serialized straight from the vectors: a JSON value tree of a large batch would hold
+    // several times its size in memory.
+    #[derive(Serialize)]
+    struct Reply {
+        model: String,
+        embeddings: Vec<Vec<f32>>,
+        total_duration: u64,
+        load_duration: u64,
+        prompt_eval_count: usize,
+    }
+    Ok(Json(Reply {
+        model,
+        embeddings: vectors,
+        total_duration: nanos(started.elapsed()),
+        load_duration: nanos(load),
+        prompt_eval_count: tokens,
+    })
+    .into_response())
 }
 
 pub async fn embeddings(
@@ -725,31 +746,43 @@ struct CopyBody {
     destination: Option<String>,
 }
 
-pub async fn copy(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn copy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.guard.authorize(&headers, Scope::Models)?;
     let b: CopyBody = json_body(&body)?;
     let (Some(src), Some(dst)) = (b.source, b.destination) else {
         return Err(ApiError::bad_request("source and destination are required"));
     };
     state.engine.store().copy(&src, &dst).map_err(|e| match e {
+        // Ollama's own wording for this one.
         crate::store::StoreError::NotFound(_) => {
             ApiError::new(StatusCode::NOT_FOUND, format!("model \"{src}\" not found"))
         }
-        crate::store::StoreError::BadName(_) => ApiError::bad_request(e.to_string()),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        e => ApiError::from_store(&src, e),
     })?;
     Ok(StatusCode::OK)
 }
 
-pub async fn delete(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.guard.authorize(&headers, Scope::Models)?;
     let b: ShowBody = json_body(&body)?;
     let model = b
         .model
         .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    crate::store::parse_name(&model).map_err(|e| ApiError::from_store(&model, e))?;
     state.engine.unload(&model).await;
-    state.engine.store().delete(&model).map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => ApiError::not_found(&model),
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    })?;
+    state
+        .engine
+        .store()
+        .delete(&model)
+        .map_err(|e| ApiError::from_store(&model, e))?;
     Ok(StatusCode::OK)
 }
 
@@ -762,15 +795,26 @@ struct PullBody {
 
 /// Downloads a model named by a manifest with a hub source, streaming Ollama's progress
 /// lines; a model already present succeeds at once.
-pub async fn pull(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn pull(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     use crate::pull::PullError;
+    state.guard.authorize(&headers, Scope::Models)?;
     let b: PullBody = json_body(&body)?;
     let model = b
         .model
         .ok_or_else(|| ApiError::bad_request("model is required"))?;
+    let name = model.clone();
     let to_api = |e: PullError| match e {
         PullError::UnknownModel => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
         PullError::NoSource(_) => ApiError::bad_request(e.to_string()),
+        PullError::Store(e) => ApiError::from_store(&name, e),
+        // The hub failing (or unreachable) is an upstream problem.
+        e @ (PullError::Download { .. } | PullError::Digest { .. }) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
+        }
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     };
     crate::pull::check(state.engine.store(), &model).map_err(to_api)?;

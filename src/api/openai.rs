@@ -270,6 +270,7 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
     Ok(event_stream(
         first,
         sub.events,
+        state.cut.clone(),
         "text/event-stream",
         lines,
         Some("data: [DONE]\n\n"),
@@ -306,12 +307,17 @@ fn model_entry(m: &crate::store::LocalModel) -> Value {
     json!({"id": m.name, "object": "model", "created": unix(m.modified), "owned_by": "library"})
 }
 
+/// The store's models, listed on a blocking thread.
+async fn list(state: &AppState) -> Result<Vec<crate::store::LocalModel>, ApiError> {
+    let st = state.clone();
+    state
+        .blocking(move || st.engine.store().list())
+        .await?
+        .map_err(|e| ApiError::from_store("", e))
+}
+
 pub async fn models(State(state): State<AppState>) -> OaResult<Json<Value>> {
-    let list = state
-        .engine
-        .store()
-        .list()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let list = list(&state).await?;
     let data: Vec<Value> = list.iter().map(model_entry).collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
@@ -321,12 +327,9 @@ pub async fn model(
     Path(model): Path<String>,
 ) -> OaResult<Json<Value>> {
     let canonical = crate::store::canonical_name(&model);
-    let list = state
-        .engine
-        .store()
-        .list()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    list.iter()
+    list(&state)
+        .await?
+        .iter()
         .find(|m| m.name == canonical || m.name == model)
         .map(|m| Json(model_entry(m)))
         .ok_or_else(|| ApiError::not_found(&model).into())

@@ -1,13 +1,12 @@
 //! Parsing of request parameters shared by the Ollama and OpenAI routes: the request body,
 //! Ollama's `options` map, `keep_alive` durations and timestamps.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::duration::{from_seconds, parse_go_duration, MAX_SECONDS};
 use crate::engine::{KeepAlive, SamplingParams};
 
 /// Parses a JSON body with Ollama's messages for the empty and the malformed case.
@@ -147,58 +146,26 @@ fn range_error(key: &str) -> ApiError {
 }
 
 /// Ollama's `keep_alive`: a number of seconds or a Go duration string; negative = forever.
+/// A number past Go's duration range also means "as long as possible", as in Ollama; a string
+/// past it, NaN or infinity is a 400.
 pub fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
     let secs = match value {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => parse_go_duration(s)
-            .ok_or_else(|| ApiError::bad_request(format!("time: invalid duration \"{s}\"")))?,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0).min(MAX_SECONDS),
+        Some(Value::String(s)) => parse_go_duration(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "time: invalid duration \"{}\"",
+                s.chars().take(64).collect::<String>()
+            ))
+        })?,
         Some(_) => return Err(ApiError::bad_request("Unsupported type")),
     };
-    Ok(Some(if secs < 0.0 {
-        KeepAlive::Forever
-    } else {
-        KeepAlive::For(Duration::from_secs_f64(secs))
-    }))
-}
-
-/// Parses Go's `time.ParseDuration` syntax (`"5m"`, `"1h30m"`, `"-1m"`, `"300ms"`, `"0"`) to
-/// seconds. A bare number is taken as seconds, as Ollama does.
-pub fn parse_go_duration(s: &str) -> Option<f64> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<f64>() {
-        return Some(n);
+    if secs < 0.0 {
+        return Ok(Some(KeepAlive::Forever));
     }
-    let (sign, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (-1.0, r),
-        None => (1.0, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|i| *i > 0)?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(sign * total)
+    from_seconds(secs)
+        .map(|d| Some(KeepAlive::For(d)))
+        .ok_or_else(|| ApiError::bad_request("keep_alive is not a valid duration"))
 }
 
 /// RFC 3339 in UTC with fractional seconds, as Go prints `time.Now().UTC()`.
@@ -214,20 +181,7 @@ pub fn now_rfc3339() -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("5m"), Some(300.0));
-        assert_eq!(parse_go_duration("1h30m"), Some(5400.0));
-        assert_eq!(parse_go_duration("-1m"), Some(-60.0));
-        assert_eq!(parse_go_duration("300ms"), Some(0.3));
-        assert_eq!(parse_go_duration("1.5h"), Some(5400.0));
-        assert_eq!(parse_go_duration("0"), Some(0.0));
-        assert_eq!(parse_go_duration("10"), Some(10.0));
-        assert_eq!(parse_go_duration("5 minutes"), None);
-        assert_eq!(parse_go_duration("m"), None);
-        assert_eq!(parse_go_duration(""), None);
-    }
+    use std::time::Duration;
 
     #[test]
     fn keep_alive_forms() {
@@ -249,6 +203,14 @@ mod tests {
             "Unsupported type"
         );
         assert!(keep_alive(Some(&json!("soon"))).is_err());
+        // Crafted values are answers, not panics.
+        assert_eq!(
+            keep_alive(Some(&json!(1e30))).unwrap(),
+            Some(KeepAlive::For(Duration::from_secs_f64(MAX_SECONDS)))
+        );
+        for bad in ["NaN", "inf", "99999999999h", "1e30"] {
+            assert!(keep_alive(Some(&json!(bad))).is_err(), "{bad}");
+        }
     }
 
     #[test]

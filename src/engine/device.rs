@@ -102,6 +102,17 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Gives the heap's free pages back to the kernel. `keep_freed_memory` keeps up to 1 GB of
+/// them for the next forward pass; after a one-off burst (a large embedding batch) that would
+/// pin the process at its peak, so the worker calls this when such a task ends.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Physical cores available to this process (the default thread count: SMT siblings only
 /// fight over the same FMA units in matmul-bound code).
 pub fn default_threads() -> usize {

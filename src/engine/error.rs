@@ -37,6 +37,8 @@ pub enum EngineError {
     NotCapable(&'static str),
     #[error("the model worker stopped unexpectedly")]
     WorkerGone,
+    #[error("the server is shutting down: the answer was cut short; send the request again")]
+    ShuttingDown,
 }
 
 impl EngineError {

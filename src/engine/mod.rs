@@ -216,10 +216,14 @@ impl Engine {
             load_duration,
             on_gpu: !lm.model.device().is_cpu(),
             jobs: tx,
+            // A model loaded by a request that then fails (or never runs) still expires.
             state: StdMutex::new(LoadedState {
                 active: 0,
                 keep_alive: self.inner.opts.keep_alive,
-                expires_at: None,
+                expires_at: match self.inner.opts.keep_alive {
+                    KeepAlive::For(d) => Some(SystemTime::now() + d),
+                    KeepAlive::Forever => None,
+                },
                 last_used: Instant::now(),
             }),
         });
@@ -305,6 +309,16 @@ impl Engine {
         task: GenerateTask,
         keep_alive: Option<KeepAlive>,
     ) -> Result<Submission, EngineError> {
+        // An embedding model is not loaded just to refuse the request.
+        if !self.is_loaded(name).await {
+            let path = self.inner.store.resolve(name)?.path;
+            let info = tokio::task::spawn_blocking(move || inspect(&path))
+                .await
+                .map_err(|_| EngineError::WorkerGone)??;
+            if info.kind != ModelKind::Generative {
+                return Err(EngineError::NotCapable("generate"));
+            }
+        }
         let (model, load_duration) = self.acquire(name).await?;
         if model.info.kind != ModelKind::Generative {
             return Err(EngineError::NotCapable("generate"));
@@ -341,6 +355,13 @@ impl Engine {
             self.unload(&model.name).await;
         }
         Ok((model, d))
+    }
+
+    async fn is_loaded(&self, name: &str) -> bool {
+        match self.inner.store.resolve(name) {
+            Ok(r) => self.inner.models.lock().await.contains_key(&r.name),
+            Err(_) => false,
+        }
     }
 
     /// Unloads a model now if it is loaded (a running request finishes first: the worker

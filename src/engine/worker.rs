@@ -383,7 +383,15 @@ fn run_embed(
         .max_positions
         .min(t.num_ctx.unwrap_or(usize::MAX));
     let mut inputs = Vec::with_capacity(t.inputs.len());
+    // Text past what the context keeps is not tokenized: no token covers more than
+    // MAX_TOKEN_BYTES bytes, so the cut cannot change the tokens that are kept.
+    let keep_bytes = limit.saturating_mul(MAX_TOKEN_BYTES);
     for text in &t.inputs {
+        let text = if t.truncate {
+            head_bytes(text, keep_bytes)
+        } else {
+            text
+        };
         let mut ids = lm.tokenizer.encode(text)?;
         if ids.is_empty() && lm.info.kind == ModelKind::Generative {
             ids.extend(lm.tokenizer.bos.or(lm.tokenizer.eos));
@@ -413,7 +421,25 @@ fn run_embed(
         vectors,
         prompt_tokens,
     });
+    if t.inputs.len() > EMBED_BATCH {
+        super::device::release_freed_memory();
+    }
     Ok(())
+}
+
+/// Longest text one token stands for, with a margin (vocabularies top out near 64).
+const MAX_TOKEN_BYTES: usize = 128;
+
+/// The first `max` bytes of `text`, cut at a character boundary.
+fn head_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Optional truncation to `dims` (Matryoshka-style), then L2 normalisation.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::shortlist;
 use crate::engine::{
     ChatMessage, Engine, EngineError, Event, Format, GenerateTask, PromptInput, SamplingParams,
 };
@@ -200,8 +201,27 @@ struct Decided {
 
 /// The choices the model is given, and what the text already decided: correspondents the
 /// text names; the document type and the tags the lexicon recognises. The model then only
-/// picks among what is left (types the lexicon does not know, tags it does not know).
-fn narrow(t: &Taxonomy, content: &str) -> (Taxonomy, Decided) {
+/// picks among what is left (types the lexicon does not know, tags it does not know), cut to
+/// what fits the context (`shortlist`).
+fn narrow(t: &Taxonomy, content: &str, num_ctx: usize) -> (Taxonomy, Decided) {
+    let (view, decided) = narrow_by_text(t, content);
+    let budget = shortlist::Budget::for_context(
+        num_ctx,
+        shortlist::list_cost(&view.document_types),
+        shortlist::list_cost(&view.correspondents),
+    );
+    let text_words: std::collections::HashSet<String> =
+        shortlist::words(content).into_iter().collect();
+    let score = |n: &Named| shortlist::lexical_score(&n.name, &text_words);
+    let view = Taxonomy {
+        tags: shortlist::fit(&view.tags, budget.tags, score),
+        correspondents: shortlist::fit(&view.correspondents, budget.correspondents, score),
+        document_types: shortlist::fit(&view.document_types, budget.document_types, score),
+    };
+    (view, decided)
+}
+
+fn narrow_by_text(t: &Taxonomy, content: &str) -> (Taxonomy, Decided) {
     let mut view = narrow_correspondents(t, content);
     let document_type = super::lexicon::document_type(content, &t.document_types)
         .map(|i| t.document_types[i].clone());
@@ -255,7 +275,8 @@ pub async fn classify(
         .take(1)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .collect();
-    let (view, decided) = narrow(taxonomy, content);
+    let num_ctx = num_ctx.unwrap_or(CLASSIFY_CTX);
+    let (view, decided) = narrow(taxonomy, content, num_ctx);
     // With nothing named, a new name may be coined (when allowed); otherwise null.
     let new_correspondent = new_correspondent && view.correspondents.is_empty();
     let taxonomy = &view;
@@ -266,7 +287,7 @@ pub async fn classify(
         ]),
         sampling: SamplingParams::greedy(),
         num_predict: Some(256),
-        num_ctx: Some(num_ctx.unwrap_or(CLASSIFY_CTX)),
+        num_ctx: Some(num_ctx),
         stop: vec![],
         truncate: true,
         format: Some(Format::Schema(schema(taxonomy, &dates, new_correspondent))),

@@ -7,6 +7,7 @@ pub mod client;
 pub mod dates;
 pub mod evidence;
 pub mod lexicon;
+pub mod shortlist;
 pub mod title;
 pub mod triggers;
 pub mod worker;

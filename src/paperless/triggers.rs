@@ -42,23 +42,13 @@ pub fn parse_scan_interval(s: &str) -> Result<Option<Duration>, String> {
         }
         return Err(bad());
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return if secs > 0.0 {
-            Ok(Some(Duration::from_secs_f64(secs)))
-        } else {
-            Ok(None)
-        };
+    let secs = crate::duration::parse_go_duration(s).ok_or_else(bad)?;
+    if secs <= 0.0 {
+        return Ok(None);
     }
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).ok_or_else(bad)?);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+    crate::duration::from_seconds(secs)
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 /// The document id in a webhook body, however the workflow was configured: JSON (`doc_id`,

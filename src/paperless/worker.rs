@@ -25,9 +25,6 @@ const ECHO_WINDOW: Duration = Duration::from_secs(600);
 /// because it has no text or the model's answer could not be written): no model run every
 /// interval for the same document.
 const POLL_BACKOFF: Duration = Duration::from_secs(3600);
-/// A transiently failed document is retried this many times from the queue (polling also
-/// picks it up later, since it stays unmarked).
-const QUEUE_RETRIES: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -44,6 +41,12 @@ pub struct Settings {
     pub dry_run: bool,
     /// Pause before retrying a document after a transient failure (doubled each time).
     pub retry_delay: Duration,
+    /// Documents waiting at most; a webhook beyond it is answered 503.
+    pub queue_capacity: usize,
+    /// Tag for documents given up on (created when first needed); None = never tag them.
+    pub failed_tag: Option<String>,
+    /// Failed attempts (transient failures; a permanent one counts as all) before giving up.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,16 +121,31 @@ pub enum ProcessError {
     Paperless(#[from] PaperlessError),
     #[error(transparent)]
     Classify(ClassifyError),
+    #[error("the document has no text to classify (is it a blank scan, or did OCR fail?)")]
+    NoText,
 }
 
 impl ProcessError {
+    /// The metric label and log word for giving up on a document.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProcessError::NoText => "no_text",
+            ProcessError::Paperless(_) => "paperless",
+            ProcessError::Classify(ClassifyError::Engine(EngineError::ContextOverflow {
+                ..
+            })) => "does_not_fit",
+            ProcessError::Classify(ClassifyError::Engine(_)) => "engine",
+            ProcessError::Classify(_) => "answer",
+        }
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             ProcessError::Paperless(e) => e.is_transient(),
             ProcessError::Classify(ClassifyError::Engine(e)) => {
                 matches!(e, EngineError::Overloaded(_) | EngineError::WorkerGone)
             }
-            ProcessError::Classify(_) => false,
+            ProcessError::Classify(_) | ProcessError::NoText => false,
         }
     }
 }
@@ -140,6 +158,8 @@ pub enum Enqueued {
     AlreadyQueued,
     /// Processed moments ago: this event is (most likely) the echo of our own write.
     RecentlyProcessed,
+    /// The queue holds `queue_capacity` documents already.
+    Full,
 }
 
 struct Job {
@@ -152,6 +172,8 @@ struct Job {
 struct QueueState {
     queued: HashSet<i64>,
     processed_at: HashMap<i64, Instant>,
+    /// Failed attempts per document since its last success (or since it was given up on).
+    failures: HashMap<i64, u32>,
 }
 
 struct Inner {
@@ -199,11 +221,18 @@ impl Paperless {
         self.0.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a document unless it is queued already or was just processed.
+    pub fn queue_capacity(&self) -> usize {
+        self.0.settings.queue_capacity
+    }
+
+    /// Queues a document unless it is queued already, was just processed, or the queue is full.
     pub fn enqueue(&self, id: i64, trigger: Trigger) -> Enqueued {
         let mut q = self.lock();
         if q.queued.contains(&id) {
             return Enqueued::AlreadyQueued;
+        }
+        if q.queued.len() >= self.0.settings.queue_capacity.max(1) {
+            return Enqueued::Full;
         }
         let window = match trigger {
             Trigger::Webhook => ECHO_WINDOW,
@@ -263,7 +292,7 @@ impl Paperless {
 
     async fn run_job(&self, job: Job) {
         let result = self.process(job.id, job.trigger, false, None).await;
-        {
+        let failures = {
             let mut q = self.lock();
             q.queued.remove(&job.id);
             q.processed_at.insert(job.id, Instant::now());
@@ -273,11 +302,29 @@ impl Paperless {
                 .paperless
                 .queue_depth
                 .set(q.queued.len() as i64);
-        }
+            match &result {
+                Ok(_) => {
+                    q.failures.remove(&job.id);
+                    0
+                }
+                Err(e) => {
+                    let n = q.failures.entry(job.id).or_insert(0);
+                    // A failure that trying again cannot fix counts as every attempt.
+                    *n = if e.is_transient() {
+                        *n + 1
+                    } else {
+                        self.0.settings.max_attempts
+                    };
+                    *n
+                }
+            }
+        };
         if let Err(e) = result {
-            if e.is_transient() && job.attempt < QUEUE_RETRIES {
+            if failures >= self.0.settings.max_attempts.max(1) {
+                self.give_up(job.id, &e).await;
+            } else if e.is_transient() {
                 let me = self.clone();
-                let delay = self.0.settings.retry_delay * 2u32.pow(job.attempt);
+                let delay = self.0.settings.retry_delay * 2u32.pow(job.attempt.min(8));
                 tracing::warn!(document = job.id, error = %e, retry_in = ?delay, "will retry");
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -294,13 +341,63 @@ impl Paperless {
         }
     }
 
+    /// Tags a document that cannot be classified with the failure tag, so that it is not
+    /// tried again until someone removes the tag, and says why in the log and the metrics.
+    async fn give_up(&self, id: i64, e: &ProcessError) {
+        let reason = e.reason();
+        self.0
+            .metrics
+            .paperless
+            .given_up
+            .get_or_create(&crate::metrics::ErrorLabels {
+                kind: reason.to_owned(),
+            })
+            .inc();
+        {
+            let mut q = self.lock();
+            q.failures.remove(&id);
+            // The tag keeps it from being polled; removing the tag retries at the next poll.
+            q.processed_at.remove(&id);
+        }
+        let Some(tag) = &self.0.settings.failed_tag else {
+            tracing::error!(document = id, reason, error = %e,
+                "giving up on this document (no CANDLELIGHT_FAILED_TAG to mark it)");
+            return;
+        };
+        if self.0.settings.dry_run {
+            tracing::error!(document = id, reason, error = %e, "giving up (dry run: not tagged)");
+            return;
+        }
+        let tagged = async {
+            // Matching "none": Paperless must never put this tag on documents by itself.
+            let (t, _) = self
+                .0
+                .client
+                .find_or_create(super::client::Kind::Tag, tag, Some(0))
+                .await?;
+            self.0.client.add_tags(id, &[t.id]).await
+        };
+        match tagged.await {
+            Ok(()) => tracing::error!(document = id, reason, error = %e, tag,
+                "giving up on this document: tagged; remove the tag to try again"),
+            Err(te) => tracing::error!(document = id, reason, error = %e, tag_error = %te,
+                "giving up on this document, but the failure tag could not be set"),
+        }
+    }
+
     /// Queues every document without the ai-processed tag (and, with
-    /// PROCESS_PREDEFINED_DOCUMENTS, with one of the chosen tags).
+    /// PROCESS_PREDEFINED_DOCUMENTS, with one of the chosen tags). Documents with the failure
+    /// tag wait until someone removes it.
     pub async fn poll_once(&self) -> Result<usize, PaperlessError> {
         let taxonomy = self.0.client.taxonomy().await?;
         let mut filter = Vec::new();
-        if let Some(ai) = self.ai_tag(&taxonomy) {
-            filter.push(format!("tags__id__none={}", ai.id));
+        let done: Vec<i64> = [self.ai_tag(&taxonomy), self.failed_tag(&taxonomy)]
+            .into_iter()
+            .flatten()
+            .map(|t| t.id)
+            .collect();
+        if !done.is_empty() {
+            filter.push(format!("tags__id__none={}", join(&done)));
         }
         if !self.0.settings.only_tags.is_empty() {
             let ids = self.only_tag_ids(&taxonomy);
@@ -313,8 +410,10 @@ impl Paperless {
         let ids = self.0.client.document_ids(&filter.join("&")).await?;
         let mut queued = 0;
         for id in ids {
-            if self.enqueue(id, Trigger::Poll) == Enqueued::Queued {
-                queued += 1;
+            match self.enqueue(id, Trigger::Poll) {
+                Enqueued::Queued => queued += 1,
+                Enqueued::Full => break,
+                _ => {}
             }
         }
         if queued > 0 {
@@ -325,6 +424,10 @@ impl Paperless {
 
     fn ai_tag<'a>(&self, t: &'a Taxonomy) -> Option<&'a Named> {
         by_name(&t.tags, self.0.settings.policy.ai_tag.as_deref()?)
+    }
+
+    fn failed_tag<'a>(&self, t: &'a Taxonomy) -> Option<&'a Named> {
+        by_name(&t.tags, self.0.settings.failed_tag.as_deref()?)
     }
 
     fn only_tag_ids(&self, t: &Taxonomy) -> Vec<i64> {
@@ -436,24 +539,32 @@ impl Paperless {
             },
         };
         let ai_tag = self.ai_tag(&taxonomy).map(|n| n.id);
+        let failed_tag = self.failed_tag(&taxonomy).map(|n| n.id);
         let only = self.only_tag_ids(&taxonomy);
         if !force {
             if ai_tag.is_some_and(|t| doc.tags.contains(&t)) {
                 return Ok(skip("already processed", timings));
+            }
+            if failed_tag.is_some_and(|t| doc.tags.contains(&t)) {
+                return Ok(skip(
+                    "classification failed before: remove the failure tag to try again",
+                    timings,
+                ));
             }
             if !self.0.settings.only_tags.is_empty() && !doc.tags.iter().any(|t| only.contains(t)) {
                 return Ok(skip("not tagged for processing (TAGS)", timings));
             }
         }
         if doc.content.trim().is_empty() {
-            return Ok(skip("the document has no text", timings));
+            return Err(ProcessError::NoText);
         }
         // The marker and selection tags are workflow state, not something a document is about.
         let choices = Taxonomy {
             tags: taxonomy
                 .tags
                 .iter()
-                .filter(|t| Some(t.id) != ai_tag && !only.contains(&t.id))
+                .filter(|t| Some(t.id) != ai_tag && Some(t.id) != failed_tag)
+                .filter(|t| !only.contains(&t.id))
                 .cloned()
                 .collect(),
             ..taxonomy.clone()

@@ -97,9 +97,16 @@ impl Server {
             models_dir.path().join("cache").join(EMBEDDING_MODEL_DIR),
         )
         .unwrap();
+        // A test may listen elsewhere (`--host 0.0.0.0:0`); loopback on a free port otherwise.
+        let host: &[&str] = if extra_args.contains(&"--host") {
+            &[]
+        } else {
+            &["--host", "127.0.0.1:0"]
+        };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
             .arg("serve")
-            .args(["--host", "127.0.0.1:0", "--device", "cpu", "--threads", "2"])
+            .args(host)
+            .args(["--device", "cpu", "--threads", "2"])
             .args(extra_args)
             .env("CANDLELIGHT_MODELS_DIR", models_dir.path())
             .env("OLLAMA_MODELS", models_dir.path().join("no-ollama"))
