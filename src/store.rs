@@ -25,6 +25,7 @@ const BUILTIN_MANIFESTS: &[&str] = &[
     include_str!("../models/smollm2.toml"),
     include_str!("../models/llama3.2.toml"),
     include_str!("../models/all-minilm.toml"),
+    include_str!("../models/multilingual-e5.toml"),
 ];
 
 pub const DEFAULT_MODEL: &str = "smollm2:135m";

