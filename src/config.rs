@@ -107,6 +107,14 @@ pub struct ClassifyArgs {
     /// (the format ../shared/eval/score.py reads).
     #[arg(long)]
     pub batch: Option<PathBuf>,
+    /// Labelled documents to learn from, as an archive would be: JSON lines of {"id",
+    /// "content", "correspondent", "document_type", "tags"} (names).
+    #[arg(long)]
+    pub examples: Option<PathBuf>,
+    /// With --batch and --examples: a document is never its own example (matched by id), so
+    /// a labelled set can be evaluated against the rest of itself.
+    #[arg(long, requires = "examples")]
+    pub leave_one_out: bool,
 }
 
 /// The Paperless-ngx connection and what the classifier may change. The names are those of
@@ -180,9 +188,25 @@ pub struct PaperlessArgs {
     /// Attempts before a document with transient failures gets the failure tag.
     #[arg(long, env = "CANDLELIGHT_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
+    /// Sentence encoder the classifier uses for similar documents and for what the taxonomy's
+    /// names mean (multilingual); empty: none (the text's cues and the model only).
+    #[arg(
+        long,
+        env = "CANDLELIGHT_EMBED_MODEL",
+        default_value = "multilingual-e5"
+    )]
+    pub embed_model: String,
+    /// Folder for what candlelight keeps between runs (the archive index).
+    #[arg(long, env = "CANDLELIGHT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
 }
 
 impl PaperlessArgs {
+    /// The encoder's model name, or None when switched off.
+    pub fn embed_model(&self) -> Option<String> {
+        Some(self.embed_model.trim().to_owned()).filter(|m| !m.is_empty())
+    }
+
     /// The connection settings, or None when PAPERLESS_URL is unset.
     pub fn settings(&self, model: &str) -> Result<Option<crate::paperless::Settings>, String> {
         let Some(url) = self
@@ -244,6 +268,8 @@ impl PaperlessArgs {
             queue_capacity: self.queue_capacity.max(1),
             failed_tag: Some(self.failed_tag.trim().to_owned()).filter(|t| !t.is_empty()),
             max_attempts: self.max_attempts.max(1),
+            embed_model: self.embed_model(),
+            data_dir: Some(self.data_dir.clone()),
         }))
     }
 }

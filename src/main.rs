@@ -231,7 +231,8 @@ fn cli_engine(rt: &RuntimeArgs, model: &str) -> Result<engine::Engine> {
             device,
             num_ctx: rt.num_ctx,
             max_queue: 16,
-            max_loaded: 1,
+            // The classifier and its encoder: swapping them per document would reload each.
+            max_loaded: 2,
             num_parallel: 1,
             keep_alive: engine::KeepAlive::Forever,
             metrics: None,
@@ -248,7 +249,9 @@ fn cli_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn classify(args: ClassifyArgs) -> Result<()> {
-    use candlelight::paperless::{classify, Taxonomy};
+    use candlelight::paperless::{
+        neighbours::Neighbours, Classifier, Example, ExampleSet, Job, NoNeighbours, Taxonomy,
+    };
     if let Some(id) = args.document_id {
         return classify_document(&args, id);
     }
@@ -260,12 +263,54 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("{} is not a taxonomy JSON", path.display()))?;
+    let examples: Vec<Example> = match &args.examples {
+        None => Vec::new(),
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not an example", p.display(), n + 1))
+            })
+            .collect::<Result<_>>()?,
+    };
     let engine = cli_engine(&args.runtime, &args.model)?;
+    let classifier = Classifier::new(engine, args.paperless.embed_model().as_deref());
     cli_runtime()?.block_on(async move {
+        let set = match (examples.is_empty(), classifier.encoder()) {
+            (true, _) => None,
+            (false, None) => anyhow::bail!("--examples needs CANDLELIGHT_EMBED_MODEL"),
+            (false, Some(enc)) => Some(ExampleSet::new(enc, examples).await?),
+        };
+        let neighbours: &dyn Neighbours = match &set {
+            Some(s) => s,
+            None => &NoNeighbours,
+        };
+        fn job<'a>(
+            args: &'a ClassifyArgs,
+            taxonomy: &'a Taxonomy,
+            neighbours: &'a dyn Neighbours,
+            content: &'a str,
+            id: Option<&'a str>,
+        ) -> Job<'a> {
+            Job {
+                model: &args.model,
+                taxonomy,
+                content,
+                num_ctx: None,
+                new_correspondent: false,
+                neighbours,
+                id: id.filter(|_| args.leave_one_out),
+            }
+        }
         if let Some(file) = &args.file {
             let content = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let c = classify(&engine, &args.model, &taxonomy, &content, None, false).await?;
+            let c = classifier
+                .classify(job(&args, &taxonomy, neighbours, &content, None))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&c)?);
             return Ok(());
         }
@@ -279,14 +324,22 @@ fn classify(args: ClassifyArgs) -> Result<()> {
             let doc: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{} line {}: not JSON", batch.display(), n + 1))?;
             let content = doc["content"].as_str().unwrap_or("");
-            let c = classify(&engine, &args.model, &taxonomy, content, None, false).await?;
+            let id = match &doc["id"] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            };
+            let c = classifier
+                .classify(job(&args, &taxonomy, neighbours, content, id.as_deref()))
+                .await?;
             let s = &c.suggestion;
             println!(
                 "{}",
                 serde_json::json!({"id": doc["id"], "title": s.title,
                     "correspondent": s.correspondent, "document_type": s.document_type,
                     "tags": s.tags, "created": s.created,
-                    "latency_ms": c.latency.as_millis() as u64})
+                    "latency_ms": c.latency.as_millis() as u64,
+                    "explanation": c.explanation})
             );
             eprintln!("{} {} ms", doc["id"], c.latency.as_millis());
         }
@@ -471,8 +524,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             );
         }
         let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+        let classifier = std::sync::Arc::new(candlelight::paperless::Classifier::new(
+            engine.clone(),
+            args.paperless.embed_model().as_deref(),
+        ));
         let state = candlelight::api::AppState {
             gpu,
+            classifier,
             engine,
             classify_model: args.classify_model.clone(),
             paperless,

@@ -171,3 +171,138 @@ fn the_token_guards_everything_that_writes_to_paperless() {
     );
     assert_eq!(status, 503);
 }
+
+/// Documents of several kinds, and a household's taxonomy under two namings that mean the
+/// same (English, and a German household's own words), by entry id.
+const DOCS: &[&str] = &[
+    INVOICE,
+    "Sparkasse Musterstadt\nKontoauszug Nr. 4/2024 vom 30.04.2024\nGirokonto DE12 3456\n\
+     Alter Kontostand 1.204,10 EUR\nLastschrift Stadtwerke -84,00\nGehalt +2.310,00\n\
+     Neuer Kontostand 3.430,10 EUR",
+    "Allianz Versicherungs-AG\nVersicherungsschein Nr. KH-221-7\nKfz-Haftpflichtversicherung \
+     für Ihr Fahrzeug M-AB 123\nVersicherungsbeginn 01.01.2024, Beitrag jährlich 412,00 EUR",
+    "Telekom Deutschland GmbH\n2. Mahnung\nUnsere Rechnung vom 03.02.2024 über Ihren \
+     Mobilfunkvertrag ist überfällig. Bitte zahlen Sie den offenen Betrag von 39,95 EUR \
+     bis zum 15.04.2024.",
+];
+
+fn household(names: [&str; 8]) -> Value {
+    json!({
+        "document_types": [{"id": 1, "name": names[0]}, {"id": 2, "name": names[1]},
+                           {"id": 3, "name": names[2]}, {"id": 4, "name": names[3]}],
+        "tags": [{"id": 11, "name": names[4]}, {"id": 12, "name": names[5]},
+                 {"id": 13, "name": names[6]}, {"id": 14, "name": names[7]}],
+        "correspondents": [{"id": 1, "name": "Stadtwerke München"}, {"id": 2, "name": "Allianz"},
+                           {"id": 3, "name": "Deutsche Telekom"}],
+    })
+}
+
+fn id_of(t: &Value, kind: &str, name: &Value) -> Option<i64> {
+    t[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| &e["name"] == name)
+        .and_then(|e| e["id"].as_i64())
+}
+
+#[test]
+fn names_that_mean_the_same_give_the_same_answer() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let english = household([
+        "Invoice",
+        "Bank Statement",
+        "Insurance Policy",
+        "Payment Reminder",
+        "Electricity & Gas",
+        "Vehicles",
+        "Insurances",
+        "Banking",
+    ]);
+    let own = household([
+        "Rechnungen",
+        "Kontoauszüge",
+        "Policen",
+        "Mahnungen",
+        "Strom und Gas",
+        "Fahrzeuge",
+        "Versicherungen",
+        "Bankgeschäfte",
+    ]);
+    let (mut decided, mut tagged) = (0, 0);
+    for doc in DOCS {
+        let answer = |t: &Value| {
+            let (st, r) = s.post("/api/classify", json!({"content": doc, "taxonomy": t}));
+            assert_eq!(st, 200, "{r}");
+            let s = &r["suggestion"];
+            let tags: Vec<Option<i64>> = s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| id_of(t, "tags", x))
+                .collect();
+            (id_of(t, "document_types", &s["document_type"]), tags, r)
+        };
+        let (type_en, tags_en, r_en) = answer(&english);
+        let (type_own, tags_own, r_own) = answer(&own);
+        assert_eq!(type_en, type_own, "{r_en}\n{r_own}");
+        assert_eq!(tags_en, tags_own, "{r_en}\n{r_own}");
+        decided += usize::from(r_en["explanation"]["document_type"]["by"] == "text");
+        tagged += tags_en.iter().filter(|t| t.is_some()).count();
+    }
+    assert!(
+        decided >= 3,
+        "the text decided the type of {decided} documents only"
+    );
+    assert!(tagged >= 3, "only {tagged} tags in all");
+}
+
+#[test]
+fn a_similar_labelled_document_decides_what_the_text_alone_cannot() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let taxonomy = json!({
+        "document_types": [{"id": 1, "name": "Invoice"}, {"id": 2, "name": "Vereinsleben"}],
+        "tags": [{"id": 1, "name": "Verein"}, {"id": 2, "name": "utilities"}],
+        "correspondents": [],
+    });
+    let minutes = |n: u32| {
+        format!(
+            "Protokoll der Mitgliederversammlung {n} des Kleingartenvereins Sonnenblick e.V.\n\
+             Tagesordnung: Bericht des Vorstands, Kassenbericht, Wahl der Kassenprüfer, \
+             Gemeinschaftsarbeit im Frühjahr. Die Versammlung stimmt mit {n} Stimmen zu."
+        )
+    };
+    let examples: Vec<Value> = (1..=3)
+        .map(|i| {
+            json!({"id": format!("ex{i}"), "content": minutes(10 + i),
+                   "document_type": "Vereinsleben", "tags": ["Verein"]})
+        })
+        .collect();
+    let (st, cold) = s.post(
+        "/api/classify",
+        json!({"content": minutes(20), "taxonomy": taxonomy}),
+    );
+    assert_eq!(st, 200, "{cold}");
+    assert_ne!(cold["explanation"]["document_type"]["by"], "neighbours");
+    let (st, warm) = s.post(
+        "/api/classify",
+        json!({"content": minutes(20), "taxonomy": taxonomy, "examples": examples}),
+    );
+    assert_eq!(st, 200, "{warm}");
+    assert_eq!(
+        warm["suggestion"]["document_type"], "Vereinsleben",
+        "{warm}"
+    );
+    assert_eq!(
+        warm["explanation"]["document_type"]["by"], "neighbours",
+        "{warm}"
+    );
+    assert_eq!(warm["suggestion"]["tags"], json!(["Verein"]), "{warm}");
+    assert_eq!(
+        warm["explanation"]["neighbours"].as_array().unwrap().len(),
+        3,
+        "{warm}"
+    );
+}

@@ -288,6 +288,8 @@ fn field(rng: &mut StdRng, name: &str) -> Value {
             }
         }
         "context" => json!([1, 2, rng.random_range(0..200_000)]),
+        "examples" => json!([{"content": scalar(rng), "document_type": scalar(rng),
+                              "tags": value(rng, 2), "id": scalar(rng)}]),
         "max_tokens" => json!(rng.random_range(-1..8)),
         _ => scalar(rng),
     }
@@ -379,6 +381,10 @@ fn state(models_dir: &std::path::Path) -> AppState {
     );
     let (_, cut) = tokio::sync::watch::channel(false);
     AppState {
+        classifier: Arc::new(candlelight::paperless::Classifier::new(
+            engine.clone(),
+            Some("multilingual-e5"),
+        )),
         engine,
         classify_model: "smollm2:135m".into(),
         paperless: None,
@@ -411,6 +417,11 @@ fn no_request_body_panics_or_hangs_a_handler() {
     std::os::unix::fs::symlink(
         common::test_model_path(),
         models.path().join("cache").join(common::TEST_MODEL_FILE),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        common::e5_model_path(),
+        models.path().join("cache").join(common::E5_FILE),
     )
     .unwrap();
     std::os::unix::fs::symlink(

@@ -12,9 +12,11 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::params::json_body;
 use super::{AppState, Scope};
+use crate::paperless::neighbours::Neighbours;
 use crate::paperless::triggers::webhook_document_id;
 use crate::paperless::{
-    classify, ClassifyError, Enqueued, Paperless, PaperlessError, ProcessError, Taxonomy, Trigger,
+    ClassifyError, Enqueued, Example, ExampleSet, Job, NoNeighbours, Paperless, PaperlessError,
+    ProcessError, Taxonomy, Trigger,
 };
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +27,12 @@ struct ClassifyBody {
     document_id: Option<Value>,
     dry_run: Option<bool>,
     num_ctx: Option<usize>,
+    /// Labelled documents to learn from, as the archive would be.
+    examples: Option<Vec<Example>>,
 }
+
+/// Examples one request may carry (each is embedded).
+const MAX_EXAMPLES: usize = 2000;
 
 fn paperless(state: &AppState) -> Result<&Paperless, ApiError> {
     state.paperless.as_ref().ok_or_else(|| {
@@ -104,7 +111,41 @@ pub async fn classify_text(
         &state,
         Some(b.model.as_deref().unwrap_or(&state.classify_model)),
     )?;
-    let c = classify(&state.engine, &model, &taxonomy, &content, b.num_ctx, false)
+    let examples = b.examples.unwrap_or_default();
+    if examples.len() > MAX_EXAMPLES {
+        return Err(ApiError::bad_request(format!(
+            "too many examples: {} (at most {MAX_EXAMPLES}); send the most relevant ones",
+            examples.len()
+        )));
+    }
+    let classifier = &state.classifier;
+    let set = match (examples.is_empty(), classifier.encoder()) {
+        (true, _) => None,
+        (false, None) => {
+            return Err(ApiError::bad_request(
+                "examples need the embedding model: this server runs with                  CANDLELIGHT_EMBED_MODEL empty",
+            ))
+        }
+        (false, Some(enc)) => Some(
+            ExampleSet::new(enc, examples)
+                .await
+                .map_err(|e| ApiError::from_engine(enc.model(), e))?,
+        ),
+    };
+    let neighbours: &dyn Neighbours = match &set {
+        Some(s) => s,
+        None => &NoNeighbours,
+    };
+    let c = classifier
+        .classify(Job {
+            model: &model,
+            taxonomy: &taxonomy,
+            content: &content,
+            num_ctx: b.num_ctx,
+            new_correspondent: false,
+            neighbours,
+            id: None,
+        })
         .await
         .map_err(|e| classify_error(&model, e))?;
     Ok(Json(serde_json::to_value(c).unwrap_or_default()))

@@ -36,6 +36,8 @@ pub struct AppState {
     pub classify_model: String,
     /// The Paperless connection, when PAPERLESS_URL is set.
     pub paperless: Option<crate::paperless::Paperless>,
+    /// Classifies posted text (`/api/classify` with `content`).
+    pub classifier: Arc<crate::paperless::Classifier>,
     /// Host, origin and key rules.
     pub guard: Guard,
     pub limits: Limits,

@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::classifier::{by_name, Suggestion, Taxonomy};
 use super::client::{Document, Kind, PaperlessClient, PaperlessError};
+use super::types::{by_name, Suggestion, Taxonomy};
 
 /// Paperless's own limit on titles.
 const TITLE_LIMIT: usize = 128;
@@ -291,6 +291,7 @@ mod tests {
             document_type: None,
             created: None,
             original_file_name: Some(file.into()),
+            owner: None,
         }
     }
 

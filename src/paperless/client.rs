@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::classifier::{by_name, Named, Taxonomy};
+use super::types::{by_name, Named, Taxonomy};
 
 /// Version 9 is the newest every supported Paperless accepts (2.16–2.20 stop at 9, 3.x serves
 /// 9 and 10); its document `created` is already a plain date.
@@ -81,6 +81,8 @@ pub struct Document {
     pub created: Option<String>,
     #[serde(default)]
     pub original_file_name: Option<String>,
+    #[serde(default)]
+    pub owner: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 //! longer than its share, the entries the document's text supports most are offered, as many
 //! as fit. The grammar offers the same entries, so the answer is always one the prompt showed.
 
-use super::classifier::Named;
+use super::types::Named;
 
 /// Characters per token assumed for entry names (short, often not English: tokenizers split
 /// them finely). Conservative, so the estimate errs towards fitting.
@@ -108,10 +108,7 @@ mod tests {
         names
             .iter()
             .enumerate()
-            .map(|(i, n)| Named {
-                id: i as i64 + 1,
-                name: n.to_string(),
-            })
+            .map(|(i, n)| Named::new(i as i64 + 1, n))
             .collect()
     }
 

@@ -5,8 +5,9 @@
 
 use chrono::{Datelike, NaiveDate};
 
-use super::classifier::{Suggestion, MAX_TITLE};
-use super::lexicon::type_word;
+use super::concepts::type_word;
+use super::prompt::MAX_TITLE;
+use super::types::Suggestion;
 
 const MONTHS_DE: [&str; 12] = [
     "Januar",
@@ -64,11 +65,11 @@ fn degenerate(title: &str) -> bool {
         .any(|w| words.iter().filter(|x| *x == w).count() >= 3)
 }
 
-pub fn compose(content: &str, s: &Suggestion) -> String {
-    let kind = s
-        .document_type
-        .as_deref()
-        .and_then(|t| type_word(content, t))
+/// The title for suggestion `s`; `type_concept` is the kind of document decided (a
+/// [`super::concepts::TYPES`] index), whose cue words find the document's own word for it.
+pub fn compose(content: &str, s: &Suggestion, type_concept: Option<usize>) -> String {
+    let kind = type_concept
+        .and_then(|c| type_word(content, c))
         .map(|w| capitalise(&w));
     if kind.is_none() && !s.title.is_empty() && !degenerate(&s.title) {
         return s.title.clone();
@@ -118,6 +119,12 @@ mod tests {
         }
     }
 
+    fn invoice() -> Option<usize> {
+        super::super::concepts::TYPES
+            .iter()
+            .position(|c| c.key == "invoice")
+    }
+
     #[test]
     fn composed_from_issuer_own_word_and_month() {
         let text = "Telekom Deutschland GmbH\nIhre Mobilfunkrechnung für März 2025 und die Details";
@@ -129,11 +136,16 @@ mod tests {
                 Some("Invoice"),
                 Some("2025-03-12"),
             ),
+            invoice(),
         );
         assert_eq!(t, "Deutsche Telekom Mobilfunkrechnung März 2025");
         let en = "Your invoice for the hosting of your website";
         assert_eq!(
-            compose(en, &s("x", None, Some("Invoice"), Some("2014-07-31"))),
+            compose(
+                en,
+                &s("x", None, Some("Invoice"), Some("2014-07-31")),
+                invoice()
+            ),
             "Invoice July 2014"
         );
     }
@@ -142,12 +154,16 @@ mod tests {
     fn the_models_title_only_when_it_is_not_a_loop() {
         let flyer = "Pizza Roma: zwei für eins";
         assert_eq!(
-            compose(flyer, &s("Pizza Roma Angebot", None, None, None)),
+            compose(flyer, &s("Pizza Roma Angebot", None, None, None), None),
             "Pizza Roma Angebot"
         );
         let looped = "2026-01-01_2026-01-01_2026-01-01";
         assert_eq!(
-            compose(flyer, &s(looped, None, Some("Flyer"), Some("2026-01-01"))),
+            compose(
+                flyer,
+                &s(looped, None, Some("Flyer"), Some("2026-01-01")),
+                None
+            ),
             "Flyer Januar 2026"
         );
     }

@@ -14,8 +14,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::apply::{apply, Applied, Policy};
-use super::classifier::{by_name, classify, ClassifyError, Named, Suggestion, Taxonomy};
+use super::archive::Archive;
+use super::classifier::{self, Classifier, ClassifyError};
 use super::client::{Document, PaperlessClient, PaperlessError};
+use super::neighbours::{Neighbours, NoNeighbours};
+use super::types::{by_name, Named, Suggestion, Taxonomy};
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 
@@ -47,7 +50,14 @@ pub struct Settings {
     pub failed_tag: Option<String>,
     /// Failed attempts (transient failures; a permanent one counts as all) before giving up.
     pub max_attempts: u32,
+    /// The sentence encoder for neighbours and the meaning of names (None: without).
+    pub embed_model: Option<String>,
+    /// Where the archive index is kept (None: in memory only).
+    pub data_dir: Option<std::path::PathBuf>,
 }
+
+/// How often the archive index follows Paperless when polling is off.
+const ARCHIVE_REFRESH: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,6 +118,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub suggestion: Option<Suggestion>,
+    /// Why each field has its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<classifier::Explanation>,
     pub applied: Option<Applied>,
     pub prompt_tokens: usize,
     pub output_tokens: usize,
@@ -178,7 +191,9 @@ struct QueueState {
 
 struct Inner {
     client: PaperlessClient,
-    engine: Engine,
+    classifier: Classifier,
+    /// The owner's labelled documents (with an encoder).
+    archive: Option<Archive>,
     settings: Settings,
     metrics: Metrics,
     queue: Mutex<QueueState>,
@@ -198,9 +213,26 @@ impl Paperless {
     ) -> Result<Paperless, PaperlessError> {
         let client = PaperlessClient::new(&settings.url, &settings.token)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let archive = match &settings.embed_model {
+            Some(model) => {
+                let file = settings
+                    .data_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("archive-{}.json", instance_key(&settings.url))));
+                match Archive::open(file, model) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::error!(error = %e, "archive index unusable: classifying without it");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Paperless(Arc::new(Inner {
             client,
-            engine,
+            archive,
+            classifier: Classifier::new(engine, settings.embed_model.as_deref()),
             settings,
             metrics,
             queue: Mutex::new(QueueState::default()),
@@ -270,6 +302,16 @@ impl Paperless {
                 me.run_job(job).await;
             }
         });
+        if self.0.archive.is_some() {
+            let me = self.clone();
+            let every = self.0.settings.scan_interval.unwrap_or(ARCHIVE_REFRESH);
+            tokio::spawn(async move {
+                loop {
+                    me.sync_archive().await;
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
         if let Some(every) = self.0.settings.scan_interval {
             if self.0.settings.policy.ai_tag.is_none() {
                 tracing::warn!(
@@ -287,6 +329,33 @@ impl Paperless {
                     tokio::time::sleep(every).await;
                 }
             });
+        }
+    }
+
+    /// Brings the archive index up to date (logged; a failure waits for the next round).
+    pub async fn sync_archive(&self) {
+        let (Some(archive), Some(encoder)) = (&self.0.archive, self.0.classifier.encoder()) else {
+            return;
+        };
+        let synced = async {
+            let taxonomy = self.0.client.taxonomy().await.map_err(|e| e.to_string())?;
+            let ai = self.ai_tag(&taxonomy).map(|t| t.id);
+            let mut workflow = self.only_tag_ids(&taxonomy);
+            workflow.extend(self.failed_tag(&taxonomy).map(|t| t.id));
+            archive
+                .sync(&self.0.client, encoder, ai, &workflow)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match synced.await {
+            Ok(s) if s.embedded + s.removed > 0 => tracing::info!(
+                embedded = s.embedded,
+                removed = s.removed,
+                documents = s.total,
+                "archive index updated"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "archive index not updated; trying again later"),
         }
     }
 
@@ -529,6 +598,7 @@ impl Paperless {
             outcome: Outcome::Skipped,
             reason: Some(reason.to_owned()),
             suggestion: None,
+            explanation: None,
             applied: None,
             prompt_tokens: 0,
             output_tokens: 0,
@@ -571,16 +641,28 @@ impl Paperless {
         };
         let policy = &self.0.settings.policy;
         let t = Instant::now();
-        let c = classify(
-            &self.0.engine,
-            &self.0.settings.model,
-            &choices,
-            &doc.content,
-            self.0.settings.num_ctx,
-            policy.create_correspondents && policy.write.correspondent,
-        )
-        .await
-        .map_err(ProcessError::Classify)?;
+        // The owner's labelled documents; a document never learns from itself, nor from
+        // documents of another owner.
+        let view = self.0.archive.as_ref().map(|a| a.view(doc.owner, &choices));
+        let neighbours: &dyn Neighbours = match &view {
+            Some(v) => v,
+            None => &NoNeighbours,
+        };
+        let own_id = id.to_string();
+        let c = self
+            .0
+            .classifier
+            .classify(classifier::Job {
+                model: &self.0.settings.model,
+                taxonomy: &choices,
+                content: &doc.content,
+                num_ctx: self.0.settings.num_ctx,
+                new_correspondent: policy.create_correspondents && policy.write.correspondent,
+                neighbours,
+                id: Some(&own_id),
+            })
+            .await
+            .map_err(ProcessError::Classify)?;
         timings.classify_ms = ms(t.elapsed());
         let t = Instant::now();
         // Classifying takes seconds to tens of seconds: decide what the user has set on the
@@ -596,6 +678,15 @@ impl Paperless {
         )
         .await?;
         timings.apply_ms = ms(t.elapsed());
+        if !dry_run && applied.changed_anything() {
+            // These labels are ours until someone edits the document: not learned from.
+            if let Some(a) = &self.0.archive {
+                a.wrote(id);
+                if let Err(e) = a.save() {
+                    tracing::warn!(error = %e, "archive index not saved");
+                }
+            }
+        }
         timings.total_ms = ms(start.elapsed());
         let outcome = if dry_run {
             Outcome::DryRun
@@ -609,6 +700,7 @@ impl Paperless {
             outcome,
             reason: None,
             suggestion: Some(c.suggestion),
+            explanation: Some(c.explanation),
             applied: Some(applied),
             prompt_tokens: c.prompt_tokens,
             output_tokens: c.output_tokens,
@@ -624,4 +716,11 @@ fn ms(d: Duration) -> u64 {
 
 fn join(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A short stable name for a Paperless instance (its URL), for the index file's name.
+fn instance_key(url: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(url.trim_end_matches('/').as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,107 @@
+//! The classifier's vocabulary, shared by the REST client, the classifier, the archive and the
+//! write-back: the instance's taxonomy, a suggestion, and a labelled example.
+
+use serde::{Deserialize, Serialize};
+
+/// Paperless's `matching_algorithm` values (`documents/models.py`, `MatchingModel`).
+pub mod matching {
+    pub const NONE: i64 = 0;
+    pub const ANY: i64 = 1;
+    pub const ALL: i64 = 2;
+    pub const LITERAL: i64 = 3;
+    pub const REGEX: i64 = 4;
+    pub const FUZZY: i64 = 5;
+    pub const AUTO: i64 = 6;
+}
+
+fn insensitive() -> bool {
+    true
+}
+
+/// A named Paperless object (tag, correspondent, document type) with the owner's own matching
+/// rule, as Paperless's REST objects carry it (other fields are ignored).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct Named {
+    pub id: i64,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub matching_algorithm: i64,
+    #[serde(default, rename = "match", skip_serializing_if = "String::is_empty")]
+    pub match_text: String,
+    #[serde(default = "insensitive")]
+    pub is_insensitive: bool,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl Named {
+    pub fn new(id: i64, name: &str) -> Named {
+        Named {
+            id,
+            name: name.to_owned(),
+            is_insensitive: true,
+            ..Named::default()
+        }
+    }
+}
+
+/// What a document may be classified into: the instance's tags, correspondents and types.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Taxonomy {
+    #[serde(default)]
+    pub tags: Vec<Named>,
+    #[serde(default)]
+    pub correspondents: Vec<Named>,
+    #[serde(default)]
+    pub document_types: Vec<Named>,
+}
+
+/// The classifier's answer, by name.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Suggestion {
+    pub title: String,
+    pub correspondent: Option<String>,
+    pub document_type: Option<String>,
+    pub tags: Vec<String>,
+    pub created: Option<String>,
+}
+
+/// A labelled document: what the owner decided for it, by name. The archive's documents and
+/// the `examples` of `/api/classify` and `candlelight classify --examples` are both these.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct Example {
+    /// The caller's id for it (a Paperless document id, or any string): a document is never
+    /// its own example (leave-one-out evaluation).
+    #[serde(default, deserialize_with = "id_as_string")]
+    pub id: Option<String>,
+    pub content: String,
+    #[serde(default)]
+    pub correspondent: Option<String>,
+    #[serde(default)]
+    pub document_type: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// Ids given as numbers or strings.
+fn id_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match v {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+/// The item called `name`: the exact spelling first, else ignoring case (Paperless's own
+/// uniqueness is case-sensitive, so "finance" may sit next to "Finance").
+pub fn by_name<'a>(items: &'a [Named], name: &str) -> Option<&'a Named> {
+    items.iter().find(|n| n.name == name).or_else(|| {
+        let lower = name.to_lowercase();
+        items.iter().find(|n| n.name.to_lowercase() == lower)
+    })
+}

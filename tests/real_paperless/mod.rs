@@ -1,0 +1,158 @@
+//! The real Paperless-ngx 3.0.5 from ../shared/paperless-ngx, started by the tests themselves
+//! (`start` is idempotent and serialised: every test binary shares one instance), and the few
+//! API calls tests need to set up an archive: upload a text document and wait until it is
+//! consumed, create tags/types/users, set fields.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{multipart, Client};
+use serde_json::{json, Value};
+
+pub struct RealPaperless {
+    pub url: String,
+    pub token: String,
+    client: Client,
+}
+
+impl RealPaperless {
+    /// Starts (or joins) the instance; panics with the harness's own message if it cannot.
+    pub fn start() -> RealPaperless {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/paperless-ngx/start");
+        let out = std::process::Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("{} cannot run: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "the real Paperless did not start:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let var = |k: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("start printed no {k}: {stdout}"))
+                .trim()
+                .to_owned()
+        };
+        RealPaperless {
+            url: var("PAPERLESS_URL"),
+            token: var("PAPERLESS_API_TOKEN"),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .header("Authorization", format!("Token {}", self.token))
+            .header("Accept", "application/json; version=9")
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let r = self.req(reqwest::Method::GET, path).send().unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status();
+        let text = r.text().unwrap();
+        assert!(status.is_success(), "POST {path} {body}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub fn patch(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .req(reqwest::Method::PATCH, path)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status();
+        let text = r.text().unwrap();
+        assert!(status.is_success(), "PATCH {path} {body}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// A tag, document type or correspondent named `name` (created if missing): its id.
+    pub fn object(&self, kind: &str, name: &str) -> i64 {
+        let found = self.get(&format!("/api/{kind}/?name__iexact={}", urlenc(name)));
+        if let Some(id) = found["results"][0]["id"].as_i64() {
+            return id;
+        }
+        self.post(
+            &format!("/api/{kind}/"),
+            json!({"name": name, "matching_algorithm": 0}),
+        )["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// A user (created if missing): its id.
+    pub fn user(&self, name: &str) -> i64 {
+        let found = self.get(&format!("/api/users/?username__iexact={name}"));
+        if let Some(id) = found["results"][0]["id"].as_i64() {
+            return id;
+        }
+        self.post(
+            "/api/users/",
+            json!({"username": name, "password": "a-long-test-password-1"}),
+        )["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Uploads `text` as a .txt document and waits until Paperless consumed it: its id.
+    /// `title` must be unique per upload (Paperless refuses duplicate content, so it is also
+    /// written into the text).
+    pub fn upload(&self, title: &str, text: &str) -> i64 {
+        let body = format!("{title}\n{text}");
+        let form = multipart::Form::new().text("title", title.to_owned()).part(
+            "document",
+            multipart::Part::bytes(body.into_bytes())
+                .file_name(format!("{title}.txt"))
+                .mime_str("text/plain")
+                .unwrap(),
+        );
+        let r = self
+            .req(reqwest::Method::POST, "/api/documents/post_document/")
+            .multipart(form)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "upload {title}: {}", r.status());
+        let start = Instant::now();
+        loop {
+            let found = self.get(&format!(
+                "/api/documents/?title__iexact={}&fields=id",
+                urlenc(title)
+            ));
+            if let Some(id) = found["results"][0]["id"].as_i64() {
+                return id;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "Paperless did not consume {title}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn urlenc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
