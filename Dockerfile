@@ -42,6 +42,7 @@ RUN apt-get update \
 COPY --from=builder /out/candlelight /usr/local/bin/candlelight
 ENV OLLAMA_HOST=0.0.0.0:11434 \
     CANDLELIGHT_MODELS_DIR=/models \
+    CANDLELIGHT_DATA_DIR=/models/data \
     CANDLELIGHT_DEVICE=cpu
 VOLUME ["/models"]
 USER 10001:10001

@@ -534,6 +534,7 @@ fn cli_classifies_a_document_by_id_and_post_consume_script_queues() {
         .args(["classify", "--document-id", "2", "--dry-run"])
         .args(["--device", "cpu", "--threads", "2"])
         .env("CANDLELIGHT_MODELS_DIR", models.path())
+        .env("CANDLELIGHT_DATA_DIR", models.path().join("data"))
         .env("PAPERLESS_URL", &fake.url)
         .env("PAPERLESS_API_TOKEN", TOKEN)
         .output()

@@ -88,6 +88,8 @@ pub struct Server {
     pub url: String,
     pub child: std::process::Child,
     pub models_dir: tempfile::TempDir,
+    /// CANDLELIGHT_DATA_DIR unless the test gives its own.
+    pub data_dir: tempfile::TempDir,
     pub log: std::sync::Arc<Mutex<String>>,
 }
 
@@ -98,6 +100,7 @@ impl Server {
 
     pub fn start_with_env(extra_args: &[&str], envs: &[(&str, &str)]) -> Server {
         let models_dir = tempfile::tempdir().unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(models_dir.path().join("cache")).unwrap();
         std::os::unix::fs::symlink(
             test_model_path(),
@@ -126,6 +129,7 @@ impl Server {
             .args(["--device", "cpu", "--threads", "2"])
             .args(extra_args)
             .env("CANDLELIGHT_MODELS_DIR", models_dir.path())
+            .env("CANDLELIGHT_DATA_DIR", data_dir.path())
             .env("OLLAMA_MODELS", models_dir.path().join("no-ollama"))
             .env("RUST_LOG", "candlelight=info")
             .envs(envs.iter().copied())
@@ -156,6 +160,7 @@ impl Server {
             url: format!("http://{addr}"),
             child,
             models_dir,
+            data_dir,
             log,
         }
     }
