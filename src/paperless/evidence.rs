@@ -86,9 +86,12 @@ pub fn mentioned(text: &str, names: &[&str]) -> Vec<usize> {
             }
             let positions: Vec<Option<usize>> = keys.iter().map(|k| first_at(k)).collect();
             let all = positions.iter().all(Option::is_some);
+            // A name's leading word is its own (the brand: "Hetzner" of "Hetzner Online");
+            // a later one is often a common word ("Online", "Energie") that names nothing.
             let strong = keys
                 .iter()
                 .zip(&positions)
+                .take(1)
                 .any(|(k, p)| p.is_some() && k.chars().count() >= 5 && unique(i, k));
             (all || strong).then(|| (positions.iter().flatten().min().copied().unwrap_or(0), i))
         })
@@ -129,6 +132,17 @@ mod tests {
             mentioned("Finanzamt München, Steuerbescheid", NAMES),
             vec![0]
         );
+    }
+
+    #[test]
+    fn a_later_common_word_of_a_name_names_nothing() {
+        let names = ["Hetzner Online", "Deutsche Bahn"];
+        assert!(mentioned("Ihr Online-Ticket für die Fahrt", &names).is_empty());
+        assert_eq!(
+            mentioned("Hetzner Online GmbH, Gunzenhausen", &names),
+            vec![0]
+        );
+        assert_eq!(mentioned("Rechnung von hetzner.de", &names), vec![0]);
     }
 
     #[test]
