@@ -29,6 +29,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Classify a document's text against a taxonomy (no Paperless needed).
     Classify(ClassifyArgs),
+    /// Take back what candlelight wrote to a Paperless document (fields that still hold our
+    /// values, tags we added), or list what it wrote (--list).
+    Undo(UndoArgs),
     /// Download a model named in a manifest (from the Hugging Face hub or HF_ENDPOINT).
     Pull(PullArgs),
     /// List the models that are present.
@@ -115,6 +118,20 @@ pub struct ClassifyArgs {
     /// a labelled set can be evaluated against the rest of itself.
     #[arg(long, requires = "examples")]
     pub leave_one_out: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UndoArgs {
+    /// The Paperless document whose changes by candlelight are taken back.
+    #[arg(long, required_unless_present = "list")]
+    pub document_id: Option<i64>,
+    /// Print the journal of our writes (of --document-id, or all) instead of undoing.
+    #[arg(long)]
+    pub list: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub paperless: PaperlessArgs,
 }
 
 /// The Paperless-ngx connection and what the classifier may change. The names are those of

@@ -7,11 +7,12 @@ use clap::Parser;
 use candlelight::bench::BenchSetup;
 use candlelight::config::{
     parse_host, BenchArgs, ClassifyArgs, Cli, Command, DevCommand, GenerateArgs, GpuArgs, ListArgs,
-    MakeModelArgs, PullArgs, RuntimeArgs, ServeArgs, ShapedFormat,
+    MakeModelArgs, PullArgs, RuntimeArgs, ServeArgs, ShapedFormat, UndoArgs,
 };
 use candlelight::engine::device::{default_threads, set_cpu_threads};
 use candlelight::engine::{self, ChatMessage, GenerateRequest, LoadedModel, SamplingParams};
 use candlelight::store::ModelStore;
+use candlelight::store::DEFAULT_MODEL;
 
 fn main() -> Result<()> {
     engine::device::keep_freed_memory();
@@ -29,6 +30,7 @@ fn main() -> Result<()> {
         Command::Generate(args) => generate(args),
         Command::Bench(args) => bench(args),
         Command::Classify(args) => classify(args),
+        Command::Undo(args) => undo(args),
         Command::Pull(args) => pull(args),
         Command::List(args) => list(args),
         Command::Gpu(args) => gpu(args),
@@ -363,6 +365,32 @@ fn classify_document(args: &ClassifyArgs, id: i64) -> Result<()> {
             .process(id, Trigger::Cli, true, Some(args.paperless.dry_run))
             .await
             .with_context(|| format!("classifying Paperless document {id}"))?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
+    })
+}
+
+fn undo(args: UndoArgs) -> Result<()> {
+    use candlelight::paperless::{Paperless, Trigger};
+    let settings = args
+        .paperless
+        .settings(DEFAULT_MODEL)
+        .map_err(anyhow::Error::msg)?
+        .context("undo needs PAPERLESS_URL and PAPERLESS_API_TOKEN (or --paperless-url and --paperless-token), and the CANDLELIGHT_DATA_DIR the server writes its journal to")?;
+    // No model runs: the engine is only what a Paperless handle is built with.
+    let engine = cli_engine(&args.runtime, DEFAULT_MODEL)?;
+    cli_runtime()?.block_on(async move {
+        let p = Paperless::new(engine, settings, candlelight::metrics::Metrics::new())?;
+        if args.list {
+            let records = p.history(args.document_id)?;
+            println!("{}", serde_json::to_string_pretty(&records)?);
+            return Ok(());
+        }
+        let id = args.document_id.context("--document-id is required")?;
+        let report = p
+            .undo(id, Trigger::Cli)
+            .await
+            .with_context(|| format!("undoing our changes to Paperless document {id}"))?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())
     })

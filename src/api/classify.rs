@@ -76,6 +76,9 @@ fn process_error(model: &str, e: ProcessError) -> ApiError {
         e @ ProcessError::NoText => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         // Paperless failing (or refusing our token) is an upstream problem, not the caller's.
         ProcessError::Paperless(e) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        e @ ProcessError::Journal(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     }
 }
 
@@ -123,7 +126,8 @@ pub async fn classify_text(
         (true, _) => None,
         (false, None) => {
             return Err(ApiError::bad_request(
-                "examples need the embedding model: this server runs with                  CANDLELIGHT_EMBED_MODEL empty",
+                "examples need the embedding model: this server runs with \
+                 CANDLELIGHT_EMBED_MODEL empty",
             ))
         }
         (false, Some(enc)) => Some(
@@ -183,4 +187,53 @@ pub async fn webhook(
         StatusCode::ACCEPTED,
         Json(json!({"document_id": id, "status": status})),
     ))
+}
+
+/// `POST /api/paperless/undo {"document_id": N}`: takes back our writes to one document (a
+/// write to Paperless: the same keys as the webhook guard it).
+pub async fn undo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    state.guard.authorize(&headers, Scope::Paperless)?;
+    let b: Value = json_body(&body)?;
+    let id = document_id(b.get("document_id").unwrap_or(&Value::Null))?;
+    let p = paperless(&state)?;
+    let report = p
+        .undo(id, Trigger::Api)
+        .await
+        .map_err(|e| process_error(&p.settings().model, e))?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+}
+
+/// `GET /api/paperless/journal[?document_id=N]`: our changes to documents, oldest first. It
+/// shows titles of the owner's documents, so it is guarded like the writes.
+pub async fn journal(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    state.guard.authorize(&headers, Scope::Paperless)?;
+    let p = paperless(&state)?;
+    let mut id = None;
+    let query = query.unwrap_or_default();
+    for (k, v) in query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+    {
+        match k {
+            "document_id" => id = Some(document_id(&Value::String(v.to_owned()))?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter '{other}': the journal takes document_id"
+                )))
+            }
+        }
+    }
+    let records = p
+        .history(id)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "records": records })))
 }

@@ -109,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/delete", delete(ollama::delete))
         .route("/api/classify", post(classify::classify_text))
         .route("/api/paperless/webhook", post(classify::webhook))
+        .route("/api/paperless/undo", post(classify::undo))
+        .route("/api/paperless/journal", get(classify::journal))
         .route("/metrics", get(metrics))
         .route("/api/gpu", get(gpu))
         .route("/v1/chat/completions", post(openai::chat_completions))

@@ -122,7 +122,25 @@ fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Writes `s` into document `doc_id`. `taxonomy` is the instance's, as the classifier saw it.
+/// What writing a suggestion into one document takes; nothing of the document is changed yet
+/// (objects it needs, such as a new correspondent or the ai-processed tag, may be created).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub applied: Applied,
+    /// Tags to add (ids), without the ai-processed tag.
+    pub new_tags: Vec<i64>,
+    /// The ai-processed tag to add last.
+    pub mark: Option<i64>,
+}
+
+impl Plan {
+    /// Whether carrying it out changes the document.
+    pub fn writes_anything(&self) -> bool {
+        !self.applied.fields.is_empty() || !self.new_tags.is_empty() || self.mark.is_some()
+    }
+}
+
+/// Writes `s` into document `doc.id`. `taxonomy` is the instance's, as the classifier saw it.
 pub async fn apply(
     client: &PaperlessClient,
     doc: &Document,
@@ -131,6 +149,38 @@ pub async fn apply(
     policy: &Policy,
     dry_run: bool,
 ) -> Result<Applied, PaperlessError> {
+    let p = plan(client, doc, s, taxonomy, policy, dry_run).await?;
+    if !dry_run {
+        write(client, doc.id, &p).await?;
+    }
+    Ok(p.applied)
+}
+
+/// Carries out `plan` on document `id`: fields, then tags, and the ai-processed tag last, only
+/// after every other write went through (a failure midway leaves the document unmarked, so it
+/// is tried again).
+pub async fn write(client: &PaperlessClient, id: i64, plan: &Plan) -> Result<(), PaperlessError> {
+    if !plan.applied.fields.is_empty() {
+        client
+            .patch(id, &Value::Object(plan.applied.fields.clone()))
+            .await?;
+    }
+    client.add_tags(id, &plan.new_tags).await?;
+    if let Some(mark) = plan.mark {
+        client.add_tags(id, &[mark]).await?;
+    }
+    Ok(())
+}
+
+/// Decides what `s` changes in `doc` under `policy`; writes nothing to the document.
+pub async fn plan(
+    client: &PaperlessClient,
+    doc: &Document,
+    s: &Suggestion,
+    taxonomy: &Taxonomy,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Plan, PaperlessError> {
     let mut out = Applied {
         dry_run,
         ..Applied::default()
@@ -226,28 +276,21 @@ pub async fn apply(
         }
     }
 
-    if !dry_run {
-        if !out.fields.is_empty() {
-            client
-                .patch(doc.id, &Value::Object(out.fields.clone()))
-                .await?;
-        }
-        client.add_tags(doc.id, &new_tags).await?;
-    }
-    // Last, and only after every other write went through.
+    let mut mark = None;
     if let Some(name) = &policy.ai_tag {
         if !settled {
-            let id = match ai_tag_id {
+            mark = match ai_tag_id {
                 Some(id) => Some(id),
                 None => resolve_new(client, Kind::Tag, name, Some(0), dry_run, &mut out).await?,
             };
-            if let (Some(id), false) = (id, dry_run) {
-                client.add_tags(doc.id, &[id]).await?;
-            }
             out.marked_processed = true;
         }
     }
-    Ok(out)
+    Ok(Plan {
+        applied: out,
+        new_tags,
+        mark,
+    })
 }
 
 /// Looks a name up (ignoring case) and creates it when absent; a dry run only reports.

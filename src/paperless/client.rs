@@ -353,13 +353,27 @@ impl PaperlessClient {
     /// Adds tags without touching the others (bulk_edit `modify_tags`): no read-modify-write
     /// race with a user editing the same document.
     pub async fn add_tags(&self, id: i64, tags: &[i64]) -> Result<(), PaperlessError> {
-        if tags.is_empty() {
+        self.modify_tags(id, tags, &[]).await
+    }
+
+    /// Removes tags without touching the others (bulk_edit `modify_tags`).
+    pub async fn remove_tags(&self, id: i64, tags: &[i64]) -> Result<(), PaperlessError> {
+        self.modify_tags(id, &[], tags).await
+    }
+
+    async fn modify_tags(
+        &self,
+        id: i64,
+        add: &[i64],
+        remove: &[i64],
+    ) -> Result<(), PaperlessError> {
+        if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
         let body = json!({
             "documents": [id],
             "method": "modify_tags",
-            "parameters": {"add_tags": tags, "remove_tags": []},
+            "parameters": {"add_tags": add, "remove_tags": remove},
         });
         self.call(Method::POST, "/api/documents/bulk_edit/", Some(&body))
             .await

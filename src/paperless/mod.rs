@@ -9,6 +9,7 @@ pub mod concepts;
 pub mod dates;
 pub mod evidence;
 pub mod fusion;
+pub mod journal;
 pub mod meaning;
 pub mod neighbours;
 pub mod prompt;

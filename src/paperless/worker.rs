@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::apply::{apply, Applied, Policy};
+use super::apply::{self, Applied, Policy};
 use super::archive::Archive;
 use super::classifier::{self, Classifier, ClassifyError};
 use super::client::{Document, PaperlessClient, PaperlessError};
+use super::journal::{self, Action, Journal, JournalError, Record};
 use super::neighbours::{Neighbours, NoNeighbours};
 use super::types::{by_name, Named, Suggestion, Taxonomy};
 use crate::engine::{Engine, EngineError};
@@ -136,6 +137,9 @@ pub enum ProcessError {
     Classify(ClassifyError),
     #[error("the document has no text to classify (is it a blank scan, or did OCR fail?)")]
     NoText,
+    /// A write we could not record is a write nobody could undo: not made.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 impl ProcessError {
@@ -149,6 +153,7 @@ impl ProcessError {
             })) => "does_not_fit",
             ProcessError::Classify(ClassifyError::Engine(_)) => "engine",
             ProcessError::Classify(_) => "answer",
+            ProcessError::Journal(_) => "journal",
         }
     }
 
@@ -158,6 +163,8 @@ impl ProcessError {
             ProcessError::Classify(ClassifyError::Engine(e)) => {
                 matches!(e, EngineError::Overloaded(_) | EngineError::WorkerGone)
             }
+            // The data folder is the operator's to fix; the document is not at fault.
+            ProcessError::Journal(_) => true,
             ProcessError::Classify(_) | ProcessError::NoText => false,
         }
     }
@@ -194,6 +201,8 @@ struct Inner {
     classifier: Classifier,
     /// The owner's labelled documents (with an encoder).
     archive: Option<Archive>,
+    /// Every change we make to a document, for review and undo.
+    journal: Journal,
     settings: Settings,
     metrics: Metrics,
     queue: Mutex<QueueState>,
@@ -229,9 +238,16 @@ impl Paperless {
             }
             None => None,
         };
+        let journal = Journal::new(
+            settings
+                .data_dir
+                .as_ref()
+                .map(|d| d.join(format!("journal-{}.jsonl", instance_key(&settings.url)))),
+        );
         Ok(Paperless(Arc::new(Inner {
             client,
             archive,
+            journal,
             classifier: Classifier::new(engine, settings.embed_model.as_deref()),
             settings,
             metrics,
@@ -668,7 +684,7 @@ impl Paperless {
         // Classifying takes seconds to tens of seconds: decide what the user has set on the
         // document as it is now, not as it was before.
         let doc = self.0.client.document(id).await?;
-        let applied = apply(
+        let plan = apply::plan(
             &self.0.client,
             &doc,
             &c.suggestion,
@@ -677,6 +693,21 @@ impl Paperless {
             dry_run,
         )
         .await?;
+        if !dry_run && plan.writes_anything() {
+            // Recorded first: a write cut off midway can still be reviewed and undone.
+            self.0.journal.record(&Record {
+                at: chrono::Utc::now().to_rfc3339(),
+                document_id: id,
+                action: Action::Write,
+                trigger: trigger.as_str().to_owned(),
+                before: journal::current(&doc, &plan.applied.fields),
+                after: plan.applied.fields.clone(),
+                added_tags: plan.new_tags.iter().copied().chain(plan.mark).collect(),
+                removed_tags: Vec::new(),
+            })?;
+            apply::write(&self.0.client, id, &plan).await?;
+        }
+        let applied = plan.applied;
         timings.apply_ms = ms(t.elapsed());
         if !dry_run && applied.changed_anything() {
             // These labels are ours until someone edits the document: not learned from.
@@ -707,6 +738,101 @@ impl Paperless {
             truncated: c.truncated,
             timings,
         })
+    }
+}
+
+/// What an undo did to one document.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoReport {
+    pub document_id: i64,
+    /// `undone`, or `nothing_to_undo` (no write of ours since the last undo, or every change
+    /// was edited by the user since).
+    pub outcome: &'static str,
+    /// Our writes taken back.
+    pub writes: usize,
+    /// Fields set back, with the values they have again.
+    pub restored: serde_json::Map<String, serde_json::Value>,
+    /// Names of the tags removed.
+    pub removed_tags: Vec<String>,
+    /// What was left as it is, and why.
+    pub kept: Vec<String>,
+}
+
+impl Paperless {
+    /// The journal's records of one document (of all when None), oldest first.
+    pub fn history(&self, id: Option<i64>) -> Result<Vec<Record>, JournalError> {
+        self.0.journal.history(id)
+    }
+
+    /// Takes back our writes to document `id` since its last undo: fields that still hold our
+    /// values get their earlier ones back, tags we added are removed; what the user changed
+    /// since stays, and so does the ai-processed marker (polling would classify it again).
+    pub async fn undo(&self, id: i64, trigger: Trigger) -> Result<UndoReport, ProcessError> {
+        let writes = self.0.journal.pending_writes(id)?;
+        let doc = self.0.client.document(id).await?;
+        let taxonomy = self.0.client.taxonomy().await?;
+        let marker = self.ai_tag(&taxonomy).map(|n| n.id);
+        let mut rev = journal::reversal(&writes, &doc);
+        if let Some(m) = marker.filter(|m| rev.remove_tags.contains(m)) {
+            rev.remove_tags.retain(|t| *t != m);
+            rev.kept.push(format!(
+                "tag {}: kept, so the document is not classified again (remove it to have it \
+                 classified again)",
+                self.0.settings.policy.ai_tag.as_deref().unwrap_or_default()
+            ));
+        }
+        let name = |t: &i64| {
+            taxonomy
+                .tags
+                .iter()
+                .find(|n| n.id == *t)
+                .map_or_else(|| t.to_string(), |n| n.name.clone())
+        };
+        let mut report = UndoReport {
+            document_id: id,
+            outcome: "nothing_to_undo",
+            writes: writes.len(),
+            restored: rev.restore.clone(),
+            removed_tags: rev.remove_tags.iter().map(name).collect(),
+            kept: rev.kept.clone(),
+        };
+        if writes.is_empty() {
+            report
+                .kept
+                .push("no write of ours to undo since the last undo".to_owned());
+            return Ok(report);
+        }
+        if !rev.restore.is_empty() {
+            self.0
+                .client
+                .patch(id, &serde_json::Value::Object(rev.restore.clone()))
+                .await?;
+        }
+        self.0.client.remove_tags(id, &rev.remove_tags).await?;
+        // Recorded once done: an undo cut off midway is simply asked for again (what it
+        // already restored no longer holds our values and is left alone).
+        self.0.journal.record(&Record {
+            at: chrono::Utc::now().to_rfc3339(),
+            document_id: id,
+            action: Action::Undo,
+            trigger: trigger.as_str().to_owned(),
+            before: journal::current(&doc, &rev.restore),
+            after: rev.restore.clone(),
+            added_tags: Vec::new(),
+            removed_tags: rev.remove_tags.clone(),
+        })?;
+        if !rev.is_empty() {
+            report.outcome = "undone";
+        }
+        tracing::info!(
+            document = id,
+            trigger = trigger.as_str(),
+            writes = writes.len(),
+            restored = rev.restore.len(),
+            removed_tags = rev.remove_tags.len(),
+            "paperless document undone"
+        );
+        Ok(report)
     }
 }
 

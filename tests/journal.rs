@@ -1,0 +1,188 @@
+//! Review and undo against the real Paperless-ngx (../shared/paperless-ngx, started by the
+//! test): every write is in the journal under the data folder before it is made, and undo
+//! takes back what we changed and only that — a field the user edited since and a tag the
+//! user added since stay — across a restart, over HTTP and from the command line.
+
+mod common;
+mod real_paperless;
+
+use common::Server;
+use real_paperless::RealPaperless;
+use serde_json::{json, Value};
+
+fn serve(pl: &RealPaperless, data: &std::path::Path) -> Server {
+    Server::start_with_env(
+        &[],
+        &[
+            ("PAPERLESS_URL", pl.url.as_str()),
+            ("PAPERLESS_API_TOKEN", pl.token.as_str()),
+            ("SCAN_INTERVAL", "0"),
+            ("CANDLELIGHT_DATA_DIR", data.to_str().unwrap()),
+        ],
+    )
+}
+
+fn tag_names(pl: &RealPaperless, doc: &Value) -> Vec<String> {
+    doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            pl.get(&format!("/api/tags/{t}/"))["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
+    let _one = common::serial();
+    let pl = RealPaperless::start();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let id = pl.upload(
+        &format!("scan-{run}"),
+        "Stadtwerke Musterstadt GmbH\nJahresverbrauchsabrechnung Strom\n\
+         Rechnungsnummer 4711-2025, Rechnungsdatum: 14.02.2025\n\
+         Verbrauch 2.310 kWh, Arbeitspreis 0,31 EUR/kWh, Grundpreis 12,50 EUR/Monat.\n\
+         Gesamtbetrag 866,10 EUR, fällig am 01.03.2025.",
+    );
+    // Created after the upload, so that Paperless's own matching at consumption did not set
+    // them: our classifier applies the owner's rules, and they decide what we write.
+    let strom = format!("Strom {run}");
+    pl.post(
+        "/api/tags/",
+        json!({"name": strom, "matching_algorithm": 1, "match": "kWh"}),
+    );
+    let abrechnung = format!("Abrechnung {run}");
+    let type_id = pl.post(
+        "/api/document_types/",
+        json!({"name": abrechnung, "matching_algorithm": 1, "match": "Rechnungsnummer"}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let privat = pl.object("tags", &format!("Privat {run}"));
+    let original = pl.get(&format!("/api/documents/{id}/"));
+    assert!(original["document_type"].is_null());
+
+    let data = tempfile::tempdir().unwrap();
+    let s = serve(&pl, data.path());
+    let (st, written) = s.post("/api/classify", json!({"document_id": id}));
+    assert_eq!(st, 200, "{written}");
+    assert_eq!(written["outcome"], "applied", "{written}");
+    assert_eq!(written["suggestion"]["document_type"], abrechnung.as_str());
+    assert!(written["applied"]["added_tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(strom)));
+
+    // The journal has the write, with the values before and after.
+    let journal =
+        reqwest::blocking::get(format!("{}/api/paperless/journal?document_id={id}", s.url))
+            .unwrap()
+            .json::<Value>()
+            .unwrap();
+    let records = journal["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{journal}");
+    assert_eq!(records[0]["action"], "write");
+    assert_eq!(records[0]["trigger"], "api");
+    assert_eq!(records[0]["before"]["document_type"], Value::Null);
+    assert_eq!(records[0]["after"]["document_type"], json!(type_id));
+    assert_eq!(records[0]["before"]["title"], original["title"]);
+
+    // The user then renames the document and adds a tag of their own.
+    let users_title = format!("Mein Stromtitel {run}");
+    pl.patch(
+        &format!("/api/documents/{id}/"),
+        json!({"title": users_title}),
+    );
+    pl.post(
+        "/api/documents/bulk_edit/",
+        json!({"documents": [id], "method": "modify_tags",
+               "parameters": {"add_tags": [privat], "remove_tags": []}}),
+    );
+
+    // A restart in between: the journal is on disk.
+    drop(s);
+    let s = serve(&pl, data.path());
+    let (st, undo) = s.post("/api/paperless/undo", json!({"document_id": id}));
+    assert_eq!(st, 200, "{undo}");
+    assert_eq!(undo["outcome"], "undone", "{undo}");
+    assert_eq!(undo["removed_tags"], json!([strom]), "{undo}");
+    let kept = undo["kept"].to_string();
+    assert!(kept.contains("title"), "{undo}");
+    assert!(kept.contains("ai-processed"), "{undo}");
+
+    let now = pl.get(&format!("/api/documents/{id}/"));
+    assert_eq!(now["document_type"], Value::Null, "our type is taken back");
+    assert_eq!(now["title"], users_title.as_str(), "the user's title stays");
+    assert_eq!(now["created"], original["created"]);
+    let tags = tag_names(&pl, &now);
+    assert!(!tags.contains(&strom), "{tags:?}");
+    assert!(
+        tags.contains(&format!("Privat {run}")),
+        "the user's tag stays: {tags:?}"
+    );
+    assert!(
+        tags.contains(&"ai-processed".to_owned()),
+        "the marker stays, so polling does not classify it again: {tags:?}"
+    );
+
+    // Undone once: a second undo has nothing left to take back.
+    let (st, again) = s.post("/api/paperless/undo", json!({"document_id": id}));
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["outcome"], "nothing_to_undo", "{again}");
+    drop(s);
+
+    // The command line reads the same journal.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
+        .args(["undo", "--list", "--document-id", &id.to_string()])
+        .env("PAPERLESS_URL", &pl.url)
+        .env("PAPERLESS_API_TOKEN", &pl.token)
+        .env("CANDLELIGHT_DATA_DIR", data.path())
+        .env("CANDLELIGHT_MODELS_DIR", data.path().join("no-models"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["write", "undo"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
+        .args(["undo", "--document-id", &id.to_string()])
+        .env("PAPERLESS_URL", &pl.url)
+        .env("PAPERLESS_API_TOKEN", &pl.token)
+        .env("CANDLELIGHT_DATA_DIR", data.path())
+        .env("CANDLELIGHT_MODELS_DIR", data.path().join("no-models"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "nothing_to_undo");
+}
+
+#[test]
+fn undo_without_paperless_or_with_a_bad_id_is_a_clear_error() {
+    let s = Server::start(&[]);
+    let (st, r) = s.post("/api/paperless/undo", json!({"document_id": 3}));
+    assert_eq!(st, 503, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("PAPERLESS_URL"),
+        "{r}"
+    );
+    let (st, r) = s.post("/api/paperless/undo", json!({"document_id": "x"}));
+    assert_eq!(st, 400, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("document_id"), "{r}");
+}
