@@ -213,7 +213,7 @@ pub struct PaperlessArgs {
         default_value = "multilingual-e5"
     )]
     pub embed_model: String,
-    /// Folder for what candlelight keeps between runs (the archive index).
+    /// Folder for what candlelight keeps between runs (the archive index, the write journal).
     #[arg(long, env = "CANDLELIGHT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 }
