@@ -67,7 +67,7 @@ pub enum ClassifyError {
     Engine(#[from] EngineError),
     #[error("the model's answer is not the expected JSON: {0}")]
     BadAnswer(String),
-    #[error("the document has no text to classify")]
+    #[error("the document has no readable text to classify (a blank scan, or OCR noise only)")]
     Empty,
 }
 
@@ -351,7 +351,7 @@ impl Classifier {
     /// Classifies one document: evidence first, then one constrained model call.
     pub async fn classify(&self, job: Job<'_>) -> Result<Classification, ClassifyError> {
         let content = job.content;
-        if content.trim().is_empty() {
+        if !super::evidence::readable(content) {
             return Err(ClassifyError::Empty);
         }
         let start = Instant::now();

@@ -150,3 +150,43 @@ mod tests {
         assert!(mentioned("Deutsche Post GmbH, Praxis für Physiotherapie", NAMES).is_empty());
     }
 }
+
+/// Whether `text` holds words at all: a blank scan's OCR gives nothing or a few stray marks
+/// ("| ~ ,, ii l1"), and metadata made up for it would be someone else's. At least five words
+/// (two letters or more, letters only, in any script) that make up at least a third of the
+/// non-space characters.
+pub fn readable(text: &str) -> bool {
+    let mut words = 0usize;
+    let mut word_chars = 0usize;
+    for token in text.split(|c: char| !c.is_alphanumeric()) {
+        let n = token.chars().count();
+        if (2..=30).contains(&n) && token.chars().all(char::is_alphabetic) {
+            words += 1;
+            word_chars += n;
+        }
+    }
+    let visible = text.chars().filter(|c| !c.is_whitespace()).count();
+    words >= 5 && 3 * word_chars >= visible
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::readable;
+
+    #[test]
+    fn blank_scans_and_ocr_noise_are_not_text() {
+        assert!(!readable(""));
+        assert!(!readable("  \n\x0c "));
+        assert!(!readable("| ~ ,, ii l1 . :: —— %% 0O0 ¦ ' '"));
+        assert!(!readable(
+            "#$%&/()=?{[]}\\ 1 2 3 4 5 6 7 8 9 0 __ ;; :: ~~ ^^ ''' ab"
+        ));
+        assert!(readable(
+            "Rechnung Nr. 4711 vom 14.02.2025, Gesamtbetrag 866,10 EUR"
+        ));
+        assert!(readable("Facture n° 12 du 3 mars 2024 — montant à payer"));
+        assert!(readable(
+            "Zaświadczenie o zatrudnieniu wydane dnia 2 maja 2024"
+        ));
+    }
+}

@@ -54,6 +54,9 @@ pub struct Record {
     /// Tags removed (ids).
     #[serde(default)]
     pub removed_tags: Vec<i64>,
+    /// Why, where the change is not a classification (the failure tag: what failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The values of `fields` (a PATCH body) on `doc` as it is now.
@@ -264,6 +267,7 @@ mod tests {
             after: after.as_object().unwrap().clone(),
             added_tags: added.to_vec(),
             removed_tags: vec![],
+            reason: None,
         }
     }
 

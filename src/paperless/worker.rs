@@ -135,7 +135,9 @@ pub enum ProcessError {
     Paperless(#[from] PaperlessError),
     #[error(transparent)]
     Classify(ClassifyError),
-    #[error("the document has no text to classify (is it a blank scan, or did OCR fail?)")]
+    #[error(
+        "the document has no readable text to classify (is it a blank scan, or did OCR fail?)"
+    )]
     NoText,
     /// A write we could not record is a write nobody could undo: not made.
     #[error(transparent)]
@@ -459,8 +461,27 @@ impl Paperless {
                 .0
                 .client
                 .find_or_create(super::client::Kind::Tag, tag, Some(0))
-                .await?;
-            self.0.client.add_tags(id, &[t.id]).await
+                .await
+                .map_err(|pe| pe.to_string())?;
+            self.0
+                .journal
+                .record(&Record {
+                    at: chrono::Utc::now().to_rfc3339(),
+                    document_id: id,
+                    action: Action::Write,
+                    trigger: "give_up".to_owned(),
+                    before: serde_json::Map::new(),
+                    after: serde_json::Map::new(),
+                    added_tags: vec![t.id],
+                    removed_tags: Vec::new(),
+                    reason: Some(e.to_string()),
+                })
+                .map_err(|je| je.to_string())?;
+            self.0
+                .client
+                .add_tags(id, &[t.id])
+                .await
+                .map_err(|pe| pe.to_string())
         };
         match tagged.await {
             Ok(()) => tracing::error!(document = id, reason, error = %e, tag,
@@ -641,7 +662,8 @@ impl Paperless {
                 return Ok(skip("not tagged for processing (TAGS)", timings));
             }
         }
-        if doc.content.trim().is_empty() {
+        // No invented metadata for a blank scan or OCR noise: the failure tag says why.
+        if !super::evidence::readable(&doc.content) {
             return Err(ProcessError::NoText);
         }
         // The marker and selection tags are workflow state, not something a document is about.
@@ -704,6 +726,7 @@ impl Paperless {
                 after: plan.applied.fields.clone(),
                 added_tags: plan.new_tags.iter().copied().chain(plan.mark).collect(),
                 removed_tags: Vec::new(),
+                reason: None,
             })?;
             apply::write(&self.0.client, id, &plan).await?;
         }
@@ -820,6 +843,7 @@ impl Paperless {
             after: rev.restore.clone(),
             added_tags: Vec::new(),
             removed_tags: rev.remove_tags.clone(),
+            reason: None,
         })?;
         if !rev.is_empty() {
             report.outcome = "undone";
