@@ -40,18 +40,6 @@ fn wait_for(s: &Server, what: &str, n: usize) {
     }
 }
 
-fn serve(pl: &RealPaperless, data: &std::path::Path) -> Server {
-    Server::start_with_env(
-        &[],
-        &[
-            ("PAPERLESS_URL", pl.url.as_str()),
-            ("PAPERLESS_API_TOKEN", pl.token.as_str()),
-            ("SCAN_INTERVAL", "0"),
-            ("CANDLELIGHT_DATA_DIR", data.to_str().unwrap()),
-        ],
-    )
-}
-
 fn neighbour_ids(report: &Value) -> Vec<i64> {
     report["explanation"]["neighbours"]
         .as_array()
@@ -65,10 +53,7 @@ fn neighbour_ids(report: &Value) -> Vec<i64> {
 fn the_archive_teaches_the_owners_names_within_each_owner_and_never_our_own_output() {
     let _one = common::serial();
     let pl = RealPaperless::start();
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let run = real_paperless::run_id();
     let ours_type = pl.object("document_types", &format!("Hausverwaltung-Kram {run}"));
     let bobs_type = pl.object("document_types", &format!("Vereinspost {run}"));
     let tag = pl.object("tags", &format!("WEG {run}"));
@@ -101,7 +86,7 @@ fn the_archive_teaches_the_owners_names_within_each_owner_and_never_our_own_outp
     pl.patch(&format!("/api/documents/{new_bob}/"), json!({"owner": bob}));
 
     let data = tempfile::tempdir().unwrap();
-    let s = serve(&pl, data.path());
+    let s = pl.serve(data.path(), &[]);
     wait_for(&s, "archive index updated", 1);
     let classify = |s: &Server, id: i64, dry: bool| {
         let (st, r) = s.post("/api/classify", json!({"document_id": id, "dry_run": dry}));
@@ -141,7 +126,7 @@ fn the_archive_teaches_the_owners_names_within_each_owner_and_never_our_own_outp
     let written = classify(&s, new_ann, false);
     assert_eq!(written["outcome"], "applied", "{written}");
     drop(s);
-    let s = serve(&pl, data.path());
+    let s = pl.serve(data.path(), &[]);
     wait_for(&s, "listening on", 1);
     // The restart reads the index from disk: only the one document we changed comes back from
     // the sync, and it is not embedded.

@@ -10,40 +10,30 @@ use common::Server;
 use real_paperless::RealPaperless;
 use serde_json::{json, Value};
 
-fn serve(pl: &RealPaperless, data: &std::path::Path) -> Server {
-    Server::start_with_env(
-        &[],
-        &[
-            ("PAPERLESS_URL", pl.url.as_str()),
-            ("PAPERLESS_API_TOKEN", pl.token.as_str()),
-            ("SCAN_INTERVAL", "0"),
-            ("CANDLELIGHT_DATA_DIR", data.to_str().unwrap()),
-        ],
-    )
-}
-
-fn tag_names(pl: &RealPaperless, doc: &Value) -> Vec<String> {
-    doc["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            pl.get(&format!("/api/tags/{t}/"))["name"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
+/// `candlelight undo ARGS` against `pl`, with the data folder `data`.
+fn cli_undo(pl: &RealPaperless, data: &std::path::Path, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
+        .arg("undo")
+        .args(args)
+        .env("PAPERLESS_URL", &pl.url)
+        .env("PAPERLESS_API_TOKEN", &pl.token)
+        .env("CANDLELIGHT_DATA_DIR", data)
+        .env("CANDLELIGHT_MODELS_DIR", data.join("no-models"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
     let _one = common::serial();
     let pl = RealPaperless::start();
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let run = real_paperless::run_id();
     let id = pl.upload(
         &format!("scan-{run}"),
         &format!(
@@ -77,7 +67,7 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
     assert!(original["document_type"].is_null());
 
     let data = tempfile::tempdir().unwrap();
-    let s = serve(&pl, data.path());
+    let s = pl.serve(data.path(), &[]);
     let (st, written) = s.post("/api/classify", json!({"document_id": id}));
     assert_eq!(st, 200, "{written}");
     assert_eq!(written["outcome"], "applied", "{written}");
@@ -115,7 +105,7 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
 
     // A restart in between: the journal is on disk.
     drop(s);
-    let s = serve(&pl, data.path());
+    let s = pl.serve(data.path(), &[]);
     let (st, undo) = s.post("/api/paperless/undo", json!({"document_id": id}));
     assert_eq!(st, 200, "{undo}");
     assert_eq!(undo["outcome"], "undone", "{undo}");
@@ -141,7 +131,7 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
     assert_eq!(now["document_type"], Value::Null, "our type is taken back");
     assert_eq!(now["title"], users_title.as_str(), "the user's title stays");
     assert_eq!(now["created"], original["created"]);
-    let tags = tag_names(&pl, &now);
+    let tags = pl.tag_names(&now);
     assert!(!tags.iter().any(|t| ours.contains(t)), "{tags:?}");
     assert!(
         tags.contains(&format!("Privat {run}")),
@@ -159,20 +149,11 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
     drop(s);
 
     // The command line reads the same journal.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
-        .args(["undo", "--list", "--document-id", &id.to_string()])
-        .env("PAPERLESS_URL", &pl.url)
-        .env("PAPERLESS_API_TOKEN", &pl.token)
-        .env("CANDLELIGHT_DATA_DIR", data.path())
-        .env("CANDLELIGHT_MODELS_DIR", data.path().join("no-models"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listed = cli_undo(
+        &pl,
+        data.path(),
+        &["--list", "--document-id", &id.to_string()],
     );
-    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let actions: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -180,16 +161,7 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
         .map(|r| r["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["write", "undo"]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
-        .args(["undo", "--document-id", &id.to_string()])
-        .env("PAPERLESS_URL", &pl.url)
-        .env("PAPERLESS_API_TOKEN", &pl.token)
-        .env("CANDLELIGHT_DATA_DIR", data.path())
-        .env("CANDLELIGHT_MODELS_DIR", data.path().join("no-models"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = cli_undo(&pl, data.path(), &["--document-id", &id.to_string()]);
     assert_eq!(report["outcome"], "nothing_to_undo");
 }
 
@@ -211,10 +183,7 @@ fn undo_without_paperless_or_with_a_bad_id_is_a_clear_error() {
 fn a_blank_scan_gets_the_failure_tag_with_the_reason_and_no_invented_metadata() {
     let _one = common::serial();
     let pl = RealPaperless::start();
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let run = real_paperless::run_id();
     // What OCR leaves of a blank page: stray marks, no words.
     let id = pl.upload(&format!("{run}"), "| ~ ,, ii l1 . :: —— %% 0O0 ¦ ' ' _ =");
     let inbox = pl.object("tags", &format!("inbox-{run}"));
@@ -226,21 +195,19 @@ fn a_blank_scan_gets_the_failure_tag_with_the_reason_and_no_invented_metadata() 
     let before = pl.get(&format!("/api/documents/{id}/"));
     let data = tempfile::tempdir().unwrap();
     // Polling only this run's inbox: the shared instance holds other runs' documents.
-    let s = Server::start_with_env(
-        &[],
+    let inbox_name = format!("inbox-{run}");
+    let s = pl.serve(
+        data.path(),
         &[
-            ("PAPERLESS_URL", pl.url.as_str()),
-            ("PAPERLESS_API_TOKEN", pl.token.as_str()),
             ("SCAN_INTERVAL", "1s"),
             ("PROCESS_PREDEFINED_DOCUMENTS", "yes"),
-            ("TAGS", &format!("inbox-{run}")),
-            ("CANDLELIGHT_DATA_DIR", data.path().to_str().unwrap()),
+            ("TAGS", &inbox_name),
         ],
     );
     let start = std::time::Instant::now();
     let failed = loop {
         let doc = pl.get(&format!("/api/documents/{id}/"));
-        let names = tag_names(&pl, &doc);
+        let names = pl.tag_names(&doc);
         if names.contains(&"ai-failed".to_owned()) {
             break doc;
         }
@@ -255,7 +222,7 @@ fn a_blank_scan_gets_the_failure_tag_with_the_reason_and_no_invented_metadata() 
         assert_eq!(failed[field], before[field], "{field} was made up");
     }
     assert!(
-        !tag_names(&pl, &failed).contains(&"ai-processed".to_owned()),
+        !pl.tag_names(&failed).contains(&"ai-processed".to_owned()),
         "a failed document is not marked processed"
     );
     assert!(s.log().contains("no readable text"), "{}", s.log());

@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{multipart, Client};
+
+use crate::common::Server;
 use serde_json::{json, Value};
 
 pub struct RealPaperless {
@@ -15,7 +17,44 @@ pub struct RealPaperless {
     client: Client,
 }
 
+/// A number unique to this test run, for names, owners and matching rules: the instance is
+/// shared by every run on the machine and keeps their data.
+pub fn run_id() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
 impl RealPaperless {
+    /// candlelight serving this instance with polling off and its data folder at `data`;
+    /// `extra` settings on top.
+    pub fn serve(&self, data: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+        let mut env = vec![
+            ("PAPERLESS_URL", self.url.as_str()),
+            ("PAPERLESS_API_TOKEN", self.token.as_str()),
+            ("SCAN_INTERVAL", "0"),
+            ("CANDLELIGHT_DATA_DIR", data.to_str().unwrap()),
+        ];
+        env.extend_from_slice(extra);
+        Server::start_with_env(&[], &env)
+    }
+
+    /// The names of a document's tags.
+    pub fn tag_names(&self, doc: &Value) -> Vec<String> {
+        doc["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                self.get(&format!("/api/tags/{t}/"))["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// Starts (or joins) the instance; panics with the harness's own message if it cannot.
     pub fn start() -> RealPaperless {
         let script =
