@@ -476,6 +476,21 @@ fn paperless_writes_beyond_loopback_need_a_token_and_the_queue_is_bounded() {
             .json(&json!({"document_id": 10})),
     );
     assert_eq!(st, 403);
+    // Undo writes to Paperless and the journal shows the owner's titles: guarded alike.
+    let (st, body) = send(
+        c.post(format!("{}/api/paperless/undo", open.url))
+            .json(&json!({"document_id": 10})),
+    );
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = send(c.get(format!("{}/api/paperless/journal", open.url)));
+    assert_eq!(st, 403, "{body}");
+    // A web page cannot reach them either, whatever the listening address.
+    let (st, _) = send(
+        c.post(format!("{}/api/paperless/undo", open.url))
+            .header("Origin", "https://attacker.example")
+            .json(&json!({"document_id": 10})),
+    );
+    assert_eq!(st, 403);
     drop(open);
 
     let mut env = env.to_vec();
