@@ -278,6 +278,10 @@ fn classify(args: ClassifyArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
+    // Checked up front: a document the evidence decides alone never loads the model.
+    ModelStore::new(&args.runtime.models_dir)
+        .with_paths([args.model.as_str()])
+        .resolve(&args.model)?;
     let engine = cli_engine(&args.runtime, &args.model)?;
     let classifier = Classifier::new(engine, args.paperless.embed_model().as_deref());
     cli_runtime()?.block_on(async move {

@@ -87,6 +87,34 @@ fn bad_input_gets_messages_that_say_what_to_do() {
         text(&out.stderr)
     );
 
+    // Said at once, even for a document the evidence alone would decide.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tax.json"),
+        r#"{"tags": [], "correspondents": [], "document_types": []}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("doc.txt"),
+        "Rechnung der Stadtwerke für Strom",
+    )
+    .unwrap();
+    let out = candlelight(&[
+        "classify",
+        "--model",
+        "nosuch:7b",
+        "--taxonomy",
+        dir.path().join("tax.json").to_str().unwrap(),
+        "--file",
+        dir.path().join("doc.txt").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("model 'nosuch:7b' not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = candlelight(&["generate", "--device", "tpu", "hi"]);
     assert!(!out.status.success());
     assert!(

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{PaperlessClient, PaperlessError};
 use super::meaning::{cosine, Encoder};
-use super::neighbours::{embedding_text, top_k, Neighbour, Neighbours};
+use super::neighbours::{embedding_text, top_k, Filing, Neighbour, Neighbours};
 use super::types::Taxonomy;
 use crate::engine::EngineError;
 
@@ -316,23 +316,30 @@ pub struct ArchiveView<'a> {
     taxonomy: &'a Taxonomy,
 }
 
-impl Neighbours for ArchiveView<'_> {
-    fn nearest(&self, vector: &[f32], k: usize, exclude: Option<&str>) -> Vec<Neighbour> {
-        let s = self.archive.read();
-        let entries: Vec<&Entry> = s
-            .entries
+impl ArchiveView<'_> {
+    fn name(items: &[super::types::Named], id: i64) -> Option<String> {
+        items.iter().find(|n| n.id == id).map(|n| n.name.clone())
+    }
+
+    /// The entries this view may learn from, but `exclude`.
+    fn visible<'s>(&self, s: &'s State, exclude: Option<&str>) -> Vec<&'s Entry> {
+        s.entries
             .values()
             .filter(|e| e.owner.is_none() || e.owner == self.owner)
             .filter(|e| exclude != Some(e.id.to_string().as_str()))
-            .collect();
+            .collect()
+    }
+}
+
+impl Neighbours for ArchiveView<'_> {
+    fn nearest(&self, vector: &[f32], k: usize, exclude: Option<&str>) -> Vec<Neighbour> {
+        let s = self.archive.read();
+        let entries = self.visible(&s, exclude);
         let scored = entries
             .iter()
             .enumerate()
             .map(|(i, e)| (cosine(vector, &e.vector), i))
             .collect();
-        let name = |items: &[super::types::Named], id: i64| {
-            items.iter().find(|n| n.id == id).map(|n| n.name.clone())
-        };
         let t = self.taxonomy;
         top_k(scored, k)
             .into_iter()
@@ -342,12 +349,40 @@ impl Neighbours for ArchiveView<'_> {
                     id: e.id.to_string(),
                     similarity,
                     content: e.head.clone(),
-                    correspondent: e.correspondent.and_then(|c| name(&t.correspondents, c)),
-                    document_type: e.document_type.and_then(|c| name(&t.document_types, c)),
-                    tags: e.tags.iter().filter_map(|c| name(&t.tags, *c)).collect(),
+                    correspondent: e
+                        .correspondent
+                        .and_then(|c| Self::name(&t.correspondents, c)),
+                    document_type: e
+                        .document_type
+                        .and_then(|c| Self::name(&t.document_types, c)),
+                    tags: e
+                        .tags
+                        .iter()
+                        .filter_map(|c| Self::name(&t.tags, *c))
+                        .collect(),
                 }
             })
             .collect()
+    }
+
+    fn each_labelled(&self, exclude: Option<&str>, f: &mut dyn FnMut(Filing<'_>)) {
+        let s = self.archive.read();
+        let t = self.taxonomy;
+        for e in self.visible(&s, exclude) {
+            let kind = e
+                .document_type
+                .and_then(|c| Self::name(&t.document_types, c));
+            let tags: Vec<String> = e
+                .tags
+                .iter()
+                .filter_map(|c| Self::name(&t.tags, *c))
+                .collect();
+            f(Filing {
+                text: &e.head,
+                document_type: kind.as_deref(),
+                tags: &tags,
+            });
+        }
     }
 }
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::concepts::{self, TOPICS, TYPES};
+use super::filed::{self, Lift};
 use super::fusion::{self, Source, TagEvidence, Why};
-use super::meaning::{map_entries, Encoder};
+use super::meaning::{by_filing, map_entries, Encoder};
 use super::neighbours::{embedding_text, Neighbour, Neighbours};
 use super::prompt::{schema, system_prompt};
 use super::{rules, shortlist};
@@ -163,19 +164,16 @@ impl Classifier {
         self.encoder.as_ref()
     }
 
-    /// For each entry of `entries`, the concept of `concepts` it means (none without encoder).
+    /// For each entry of `entries`, the concept of `concepts` it means: by the documents filed
+    /// under it (`learned`) and by its name (none by name without an encoder).
     async fn meanings(
         &self,
         entries: &[Named],
         concepts: &[concepts::Concept],
+        learned: &Lift,
     ) -> Result<Vec<Option<usize>>, EngineError> {
-        match &self.encoder {
-            Some(enc) => {
-                let r = map_entries(enc, entries, concepts).await;
-                self.without_missing_encoder(r, vec![None; entries.len()])
-            }
-            None => Ok(vec![None; entries.len()]),
-        }
+        let r = map_entries(self.encoder.as_ref(), entries, concepts, learned).await;
+        self.without_missing_encoder(r, by_filing(entries.len(), concepts.len(), learned))
     }
 
     /// The labelled documents nearest to `content`.
@@ -204,8 +202,11 @@ impl Classifier {
         let w = fusion::weights(neighbours);
 
         // Document type: rule, neighbours, the text's cue mapped to the owner's entry.
+        let filed = filed::learn(job.neighbours, job.id, t);
         let type_names = names(&t.document_types);
-        let type_meaning = self.meanings(&t.document_types, TYPES).await?;
+        let type_meaning = self
+            .meanings(&t.document_types, TYPES, &filed.document_types)
+            .await?;
         let cue = concepts::type_cue(text);
         let type_cue = cue.and_then(|c| {
             let entry = type_meaning.iter().position(|m| *m == Some(c.concept))?;
@@ -227,14 +228,8 @@ impl Classifier {
             .or(cue.map(|c| c.concept));
 
         // Tags: per entry, rule + neighbours + the strongest topics the text shows.
-        let tag_meaning = self.meanings(&t.tags, TOPICS).await?;
-        let topics = concepts::topic_cues(text);
-        let strongest = topics.first().map_or(0, |(_, n)| *n);
-        let shown: Vec<usize> = topics
-            .iter()
-            .filter(|(_, n)| 2 * n >= strongest)
-            .map(|(c, _)| *c)
-            .collect();
+        let tag_meaning = self.meanings(&t.tags, TOPICS, &filed.tags).await?;
+        let shown = filed::shown_topics(text);
         let tag_names = names(&t.tags);
         let tag_shares = fusion::shares(&tag_names, neighbours, &w, |n| {
             n.tags.iter().map(String::as_str).collect()
@@ -371,6 +366,26 @@ impl Classifier {
         // With nothing named, a new name may be coined (when allowed); otherwise null.
         let new_correspondent = job.new_correspondent && view.correspondents.is_empty();
         let open_tags = MAX_TAGS - decided.tags.len().min(MAX_TAGS);
+        if !needs_model(&decided, &view, new_correspondent, open_tags, content) {
+            // The evidence decided every field: the model's call would only repeat it.
+            let answer = Suggestion {
+                title: String::new(),
+                correspondent: None,
+                document_type: None,
+                tags: Vec::new(),
+                created: None,
+            };
+            let (suggestion, explanation) =
+                merge(answer, decided, dates.first().cloned(), neighbours, content);
+            return Ok(Classification {
+                suggestion: clean(suggestion, today),
+                explanation,
+                prompt_tokens: 0,
+                output_tokens: 0,
+                truncated: false,
+                latency: start.elapsed(),
+            });
+        }
         let examples: Vec<&Neighbour> = neighbours.iter().take(2).collect();
         let task = GenerateTask {
             input: PromptInput::Chat(vec![
@@ -417,6 +432,27 @@ impl Classifier {
         }
         Err(EngineError::WorkerGone.into())
     }
+}
+
+/// Whether a field is left for the model: a correspondent among several the text names (or
+/// one to coin), a type the evidence did not settle, tags the cues cannot judge, or a title
+/// when the text has no word for its kind (`title::compose` needs one).
+fn needs_model(
+    decided: &Decided,
+    open: &Taxonomy,
+    new_correspondent: bool,
+    open_tags: usize,
+    content: &str,
+) -> bool {
+    let correspondent =
+        decided.correspondent.is_none() && (new_correspondent || !open.correspondents.is_empty());
+    let document_type = decided.document_type.is_none() && !open.document_types.is_empty();
+    let tags = open_tags > 0 && !open.tags.is_empty();
+    let title = decided
+        .type_concept
+        .and_then(|c| concepts::type_word(content, c))
+        .is_none();
+    correspondent || document_type || tags || title
 }
 
 /// The evidence's decisions over the model's answer, with the reason for each field.

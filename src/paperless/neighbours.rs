@@ -25,10 +25,20 @@ pub struct Neighbour {
     pub tags: Vec<String>,
 }
 
+/// How one labelled document was filed: its text (what is kept of it) and its labels.
+pub struct Filing<'a> {
+    pub text: &'a str,
+    pub document_type: Option<&'a str>,
+    pub tags: &'a [String],
+}
+
 pub trait Neighbours: Send + Sync {
     /// The `k` labelled documents closest to `vector`, most similar first, never the one whose
     /// id is `exclude` (the document itself).
     fn nearest(&self, vector: &[f32], k: usize, exclude: Option<&str>) -> Vec<Neighbour>;
+
+    /// Calls `f` with how every labelled document but `exclude` was filed: how the owner filed, to learn what the entries mean (`filed.rs`).
+    fn each_labelled(&self, exclude: Option<&str>, f: &mut dyn FnMut(Filing<'_>));
 }
 
 /// No labelled documents (a cold start).
@@ -38,6 +48,8 @@ impl Neighbours for NoNeighbours {
     fn nearest(&self, _: &[f32], _: usize, _: Option<&str>) -> Vec<Neighbour> {
         Vec::new()
     }
+
+    fn each_labelled(&self, _: Option<&str>, _: &mut dyn FnMut(Filing<'_>)) {}
 }
 
 /// What of a document the encoder sees: its head, whitespace collapsed (the encoder keeps
@@ -104,6 +116,18 @@ impl Neighbours for ExampleSet {
                 }
             })
             .collect()
+    }
+
+    fn each_labelled(&self, exclude: Option<&str>, f: &mut dyn FnMut(Filing<'_>)) {
+        for (e, _) in &self.items {
+            if exclude.is_none() || e.id.as_deref() != exclude {
+                f(Filing {
+                    text: &e.content,
+                    document_type: e.document_type.as_deref(),
+                    tags: &e.tags,
+                });
+            }
+        }
     }
 }
 
