@@ -67,7 +67,12 @@ pub fn webhook_document_id(content_type: &str, body: &[u8]) -> Option<i64> {
                     other => (k, other.to_string()),
                 })
                 .collect(),
-            other => vec![("id".into(), other.to_string().trim_matches('"').to_owned())],
+            // Paperless's "send as JSON" with a text body JSON-encodes that text again: the
+            // body is a JSON string holding the JSON (or form) the user wrote.
+            serde_json::Value::String(inner) => {
+                return webhook_document_id("application/json", inner.as_bytes())
+            }
+            other => vec![("id".into(), other.to_string())],
         }
     } else {
         form_fields(&text)
@@ -202,6 +207,14 @@ mod tests {
             Some(4)
         );
         assert_eq!(webhook_document_id("text/plain", b"42"), Some(42));
+        // What Paperless 3.0.5 sends for "as JSON" with the body {"document_id": "{{ doc_id }}"}
+        // (recorded from its celery task against a real workflow).
+        assert_eq!(
+            webhook_document_id(json, br#""{\"document_id\": \"102\"}""#),
+            Some(102)
+        );
+        assert_eq!(webhook_document_id(json, br#""42""#), Some(42));
+        assert_eq!(webhook_document_id(json, br#""doc_id=9""#), Some(9));
         assert_eq!(webhook_document_id(json, br#"{"document_id": ""}"#), None);
         assert_eq!(webhook_document_id(json, br#"{"title": "x"}"#), None);
     }
