@@ -239,7 +239,7 @@ impl Classifier {
             .map(|i| TagEvidence {
                 text: tag_meaning[i]
                     .filter(|c| shown.contains(c))
-                    .map(|c| TOPICS[c].key.replace('_', " ")),
+                    .map(|c| concepts::topic_word(text, c).unwrap_or_default().to_owned()),
                 rule: tag_rules.contains(&i),
                 share: tag_shares[i],
             })

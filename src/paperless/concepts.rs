@@ -306,6 +306,19 @@ pub fn topic_cues(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// The cue of topic `concept` that occurs most often in `text` (for the explanation).
+pub fn topic_word(text: &str, concept: usize) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    TOPICS
+        .get(concept)?
+        .cues
+        .iter()
+        .map(|cue| (count(&lower, cue), *cue))
+        .filter(|(n, _)| *n > 0)
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, cue)| cue)
+}
+
 /// The document's own word for its kind ("Mobilfunkrechnung", "Kontoauszug", "Invoice"): the
 /// first word near the top holding a cue of type concept `concept`.
 pub fn type_word(text: &str, concept: usize) -> Option<String> {
