@@ -181,6 +181,11 @@ pub struct PaperlessArgs {
     #[arg(long, env = "CANDLELIGHT_CREATE_CORRESPONDENTS", default_value = "no",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub create_correspondents: bool,
+    /// Who owns a correspondent candlelight creates: `document` (the document's owner, so a
+    /// name read in one user's document stays theirs) or `none` (every user's).
+    #[arg(long, env = "CANDLELIGHT_CREATED_OWNER", default_value = "none",
+          value_parser = ["none", "document"])]
+    pub created_owner: String,
     /// Classify and report, write nothing.
     #[arg(long, env = "CANDLELIGHT_DRY_RUN", default_value = "no", num_args = 0..=1,
           default_missing_value = "yes",
@@ -274,6 +279,7 @@ impl PaperlessArgs {
                     .map_err(|e| format!("CANDLELIGHT_WRITE_FIELDS: {e}"))?,
                 overwrite: self.overwrite,
                 create_correspondents: self.create_correspondents,
+                created_owned_by_document_owner: self.created_owner == "document",
                 ai_tag: self
                     .add_ai_processed_tag
                     .then(|| self.ai_processed_tag_name.trim().to_owned())

@@ -46,16 +46,17 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
     );
     // Created after the upload, so that Paperless's own matching at consumption did not set
     // them: our classifier applies the owner's rules, and they decide what we write. They
-    // match this run's numbers only (the instance keeps earlier runs' rules).
+    // match this run's numbers only (the instance keeps earlier runs' rules), and are shared
+    // (unowned): the document's owner may see them.
     let strom = format!("Strom {run}");
     pl.post(
         "/api/tags/",
-        json!({"name": strom, "matching_algorithm": 1, "match": format!("Z{run}")}),
+        json!({"name": strom, "matching_algorithm": 1, "match": format!("Z{run}"), "owner": null}),
     );
     let abrechnung = format!("Abrechnung {run}");
     let type_id = pl.post(
         "/api/document_types/",
-        json!({"name": abrechnung, "matching_algorithm": 1, "match": format!("K{run}")}),
+        json!({"name": abrechnung, "matching_algorithm": 1, "match": format!("K{run}"), "owner": null}),
     )["id"]
         .as_i64()
         .unwrap();

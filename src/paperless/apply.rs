@@ -71,6 +71,8 @@ pub struct Policy {
     pub create_correspondents: bool,
     /// Tag marking processed documents (created if missing); None = do not mark.
     pub ai_tag: Option<String>,
+    /// A correspondent we create belongs to the document's owner (else to every user).
+    pub created_owned_by_document_owner: bool,
 }
 
 impl Default for Policy {
@@ -80,6 +82,7 @@ impl Default for Policy {
             overwrite: false,
             create_correspondents: false,
             ai_tag: Some("ai-processed".into()),
+            created_owned_by_document_owner: false,
         }
     }
 }
@@ -245,7 +248,8 @@ pub async fn plan(
         let id = match by_name(items, name) {
             Some(n) => Some(n.id),
             None if kind == Kind::Correspondent && policy.create_correspondents => {
-                resolve_new(client, kind, name, None, dry_run, &mut out).await?
+                let owner = doc.owner.filter(|_| policy.created_owned_by_document_owner);
+                resolve_new(client, kind, name, None, owner, dry_run, &mut out).await?
             }
             None => {
                 out.kept
@@ -281,7 +285,10 @@ pub async fn plan(
         if !settled {
             mark = match ai_tag_id {
                 Some(id) => Some(id),
-                None => resolve_new(client, Kind::Tag, name, Some(0), dry_run, &mut out).await?,
+                // The marker is workflow state every user's documents share.
+                None => {
+                    resolve_new(client, Kind::Tag, name, Some(0), None, dry_run, &mut out).await?
+                }
             };
             out.marked_processed = true;
         }
@@ -299,11 +306,12 @@ async fn resolve_new(
     kind: Kind,
     name: &str,
     matching_algorithm: Option<i64>,
+    owner: Option<i64>,
     dry_run: bool,
     out: &mut Applied,
 ) -> Result<Option<i64>, PaperlessError> {
     if dry_run {
-        if let Some(n) = client.find(kind, name).await? {
+        if let Some(n) = client.find(kind, name, owner).await? {
             return Ok(Some(n.id));
         }
         out.created_objects
@@ -311,7 +319,7 @@ async fn resolve_new(
         return Ok(None);
     }
     let (n, created) = client
-        .find_or_create(kind, name, matching_algorithm)
+        .find_or_create(kind, name, matching_algorithm, owner)
         .await?;
     if created {
         out.created_objects

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::types::{by_name, Named, Taxonomy};
+use super::types::{by_name, Named, Taxonomy, Viewer};
 
 /// Version 9 is the newest every supported Paperless accepts (2.16–2.20 stop at 9, 3.x serves
 /// 9 and 10); its document `created` is already a plain date.
@@ -276,32 +276,76 @@ impl PaperlessClient {
             .collect())
     }
 
+    /// Every tag, correspondent and type, with owners and permissions.
     pub async fn taxonomy(&self) -> Result<Taxonomy, PaperlessError> {
+        let all = |kind: Kind| format!("{}?full_perms=true", kind.path());
         Ok(Taxonomy {
-            tags: self.list(Kind::Tag.path()).await?,
-            correspondents: self.list(Kind::Correspondent.path()).await?,
-            document_types: self.list(Kind::DocumentType.path()).await?,
+            tags: self.list(&all(Kind::Tag)).await?,
+            correspondents: self.list(&all(Kind::Correspondent)).await?,
+            document_types: self.list(&all(Kind::DocumentType)).await?,
         })
     }
 
+    /// User `id` as Paperless decides what they see. A token that may not read users gets
+    /// the user alone (no groups): what is shared only with a group is then not offered.
+    pub async fn viewer(&self, id: i64) -> Result<Viewer, PaperlessError> {
+        #[derive(Deserialize)]
+        struct User {
+            #[serde(default)]
+            is_superuser: bool,
+            #[serde(default)]
+            groups: Vec<i64>,
+        }
+        match self.get::<User>(&format!("/api/users/{id}/")).await {
+            Ok(u) => Ok(Viewer {
+                user: id,
+                groups: u.groups,
+                superuser: u.is_superuser,
+            }),
+            Err(e @ (PaperlessError::NotFound(_) | PaperlessError::Forbidden(_))) => {
+                tracing::debug!(user = id, error = %e, "cannot read the user: own objects only");
+                Ok(Viewer {
+                    user: id,
+                    groups: Vec::new(),
+                    superuser: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The object whose name equals `name` ignoring case (Paperless's own uniqueness is
-    /// case-sensitive, so this is what keeps "finance" from appearing next to "Finance").
-    pub async fn find(&self, kind: Kind, name: &str) -> Result<Option<Named>, PaperlessError> {
-        let q = format!("{}?name__iexact={}", kind.path(), encode(name));
-        let found: Vec<Named> = self.list(&q).await?;
+    /// case-sensitive, so this is what keeps "finance" from appearing next to "Finance"),
+    /// among those `owner` may use (any, when None).
+    pub async fn find(
+        &self,
+        kind: Kind,
+        name: &str,
+        owner: Option<i64>,
+    ) -> Result<Option<Named>, PaperlessError> {
+        let q = format!(
+            "{}?name__iexact={}&full_perms=true",
+            kind.path(),
+            encode(name)
+        );
+        let mut found: Vec<Named> = self.list(&q).await?;
+        if let Some(o) = owner {
+            found.retain(|n| n.owner.is_none_or(|x| x == o));
+        }
         // Prefer the exact spelling when several differ only in case.
         Ok(by_name(&found, name).or(found.first()).cloned())
     }
 
-    /// Creates an object visible to every user (`owner: null`); `matching_algorithm` 0 keeps
-    /// Paperless's own auto-matching away from it.
+    /// Creates an object owned by `owner` (None: visible to every user); `matching_algorithm`
+    /// 0 keeps Paperless's own auto-matching away from it.
     pub async fn create(
         &self,
         kind: Kind,
         name: &str,
         matching_algorithm: Option<i64>,
+        owner: Option<i64>,
     ) -> Result<Named, PaperlessError> {
-        let mut body = json!({"name": name, "owner": null});
+        let mut body = json!({"name": name, "owner": owner});
         if let Some(m) = matching_algorithm {
             body["matching_algorithm"] = json!(m);
         }
@@ -316,11 +360,12 @@ impl PaperlessClient {
         kind: Kind,
         name: &str,
         matching_algorithm: Option<i64>,
+        owner: Option<i64>,
     ) -> Result<(Named, bool), PaperlessError> {
-        if let Some(n) = self.find(kind, name).await? {
+        if let Some(n) = self.find(kind, name, owner).await? {
             return Ok((n, false));
         }
-        match self.create(kind, name, matching_algorithm).await {
+        match self.create(kind, name, matching_algorithm, owner).await {
             Ok(n) => Ok((n, true)),
             Err(PaperlessError::DuplicateName) => {
                 tracing::info!(
@@ -328,7 +373,7 @@ impl PaperlessClient {
                     name,
                     "created concurrently: looking it up again"
                 );
-                let found = self.find(kind, name).await?;
+                let found = self.find(kind, name, owner).await?;
                 found
                     .map(|n| (n, false))
                     .ok_or_else(|| PaperlessError::Rejected {

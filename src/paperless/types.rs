@@ -30,6 +30,52 @@ pub struct Named {
     pub match_text: String,
     #[serde(default = "insensitive")]
     pub is_insensitive: bool,
+    /// Its owner in Paperless (None: every user's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<i64>,
+    /// Who else may see it (lists fetched with `full_perms=true` carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+}
+
+/// Paperless's object permissions beyond the owner.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct Permissions {
+    #[serde(default)]
+    pub view: Grant,
+    #[serde(default)]
+    pub change: Grant,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct Grant {
+    #[serde(default)]
+    pub users: Vec<i64>,
+    #[serde(default)]
+    pub groups: Vec<i64>,
+}
+
+/// A Paperless user, as far as what they may see goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Viewer {
+    pub user: i64,
+    pub groups: Vec<i64>,
+    pub superuser: bool,
+}
+
+impl Named {
+    /// Whether Paperless lets `v` see this object: unowned, theirs, or shared with them or
+    /// one of their groups.
+    pub fn visible_to(&self, v: &Viewer) -> bool {
+        let shared =
+            |g: &Grant| g.users.contains(&v.user) || g.groups.iter().any(|x| v.groups.contains(x));
+        v.superuser
+            || self.owner.is_none_or(|o| o == v.user)
+            || self
+                .permissions
+                .as_ref()
+                .is_some_and(|p| shared(&p.view) || shared(&p.change))
+    }
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -56,6 +102,18 @@ pub struct Taxonomy {
     pub correspondents: Vec<Named>,
     #[serde(default)]
     pub document_types: Vec<Named>,
+}
+
+impl Taxonomy {
+    /// Only what `v` may see: a document's owner is never offered another owner's names.
+    pub fn visible_to(&self, v: &Viewer) -> Taxonomy {
+        let keep = |items: &[Named]| items.iter().filter(|n| n.visible_to(v)).cloned().collect();
+        Taxonomy {
+            tags: keep(&self.tags),
+            correspondents: keep(&self.correspondents),
+            document_types: keep(&self.document_types),
+        }
+    }
 }
 
 /// The classifier's answer, by name.

@@ -460,7 +460,7 @@ impl Paperless {
             let (t, _) = self
                 .0
                 .client
-                .find_or_create(super::client::Kind::Tag, tag, Some(0))
+                .find_or_create(super::client::Kind::Tag, tag, Some(0), None)
                 .await
                 .map_err(|pe| pe.to_string())?;
             self.0
@@ -666,16 +666,31 @@ impl Paperless {
         if !super::evidence::readable(&doc.content) {
             return Err(ProcessError::NoText);
         }
-        // The marker and selection tags are workflow state, not something a document is about.
+        // A document is offered only names its owner may see (an unowned document, which
+        // every user sees, any name): one user's private names never reach another's
+        // documents. The marker and selection tags are workflow state, not something a
+        // document is about.
+        let visible = match doc.owner {
+            Some(owner) => taxonomy.visible_to(&self.0.client.viewer(owner).await?),
+            None => taxonomy.clone(),
+        };
+        // What names are written as: the visible objects (another owner may have one of the
+        // same name) and the marker tags, wherever they are.
+        let mut scope = visible.clone();
+        for t in taxonomy.tags.iter() {
+            if (Some(t.id) == ai_tag || Some(t.id) == failed_tag) && !scope.tags.contains(t) {
+                scope.tags.push(t.clone());
+            }
+        }
         let choices = Taxonomy {
-            tags: taxonomy
+            tags: visible
                 .tags
                 .iter()
                 .filter(|t| Some(t.id) != ai_tag && Some(t.id) != failed_tag)
                 .filter(|t| !only.contains(&t.id))
                 .cloned()
                 .collect(),
-            ..taxonomy.clone()
+            ..visible.clone()
         };
         let policy = &self.0.settings.policy;
         let t = Instant::now();
@@ -710,7 +725,7 @@ impl Paperless {
             &self.0.client,
             &doc,
             &c.suggestion,
-            &taxonomy,
+            &scope,
             &self.0.settings.policy,
             dry_run,
         )

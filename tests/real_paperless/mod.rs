@@ -123,7 +123,8 @@ impl RealPaperless {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
-    /// A tag, document type or correspondent named `name` (created if missing): its id.
+    /// A tag, document type or correspondent named `name` (created if missing, unowned: the
+    /// household's shared vocabulary every user may see): its id.
     pub fn object(&self, kind: &str, name: &str) -> i64 {
         let found = self.get(&format!("/api/{kind}/?name__iexact={}", urlenc(name)));
         if let Some(id) = found["results"][0]["id"].as_i64() {
@@ -131,7 +132,7 @@ impl RealPaperless {
         }
         self.post(
             &format!("/api/{kind}/"),
-            json!({"name": name, "matching_algorithm": 0}),
+            json!({"name": name, "matching_algorithm": 0, "owner": null}),
         )["id"]
             .as_i64()
             .unwrap()
@@ -155,20 +156,33 @@ impl RealPaperless {
     /// `title` must be unique per upload (Paperless refuses duplicate content, so it is also
     /// written into the text).
     pub fn upload(&self, title: &str, text: &str) -> i64 {
+        self.submit(title, text, &[]);
+        self.consumed(title)
+    }
+
+    /// Uploads `text` as `<title>.txt` with `tags`, without waiting for its consumption.
+    pub fn submit(&self, title: &str, text: &str, tags: &[i64]) {
         let body = format!("{title}\n{text}");
-        let form = multipart::Form::new().text("title", title.to_owned()).part(
+        let mut form = multipart::Form::new().text("title", title.to_owned()).part(
             "document",
             multipart::Part::bytes(body.into_bytes())
                 .file_name(format!("{title}.txt"))
                 .mime_str("text/plain")
                 .unwrap(),
         );
+        for t in tags {
+            form = form.text("tags", t.to_string());
+        }
         let r = self
             .req(reqwest::Method::POST, "/api/documents/post_document/")
             .multipart(form)
             .send()
             .unwrap();
         assert!(r.status().is_success(), "upload {title}: {}", r.status());
+    }
+
+    /// The id of the document titled `title`, once Paperless has consumed it.
+    pub fn consumed(&self, title: &str) -> i64 {
         let start = Instant::now();
         loop {
             let found = self.get(&format!(
@@ -184,6 +198,11 @@ impl RealPaperless {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    pub fn delete(&self, path: &str) {
+        let r = self.req(reqwest::Method::DELETE, path).send().unwrap();
+        assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
     }
 }
 

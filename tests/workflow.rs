@@ -1,0 +1,153 @@
+//! The user's story against the real Paperless-ngx (../shared/paperless-ngx, started by the
+//! test): a "Document Added" workflow with a webhook action, created through Paperless's API,
+//! points at candlelight; documents uploaded at once are each classified and written back;
+//! candlelight restarted mid-queue loses none of them (polling finds what the lost queue held);
+//! and Paperless's own history shows each of our changes made once per document.
+
+mod common;
+mod real_paperless;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use real_paperless::RealPaperless;
+use serde_json::{json, Value};
+
+/// Deletes the workflow when the test ends, however it ends: the instance is shared.
+struct Workflow<'a>(&'a RealPaperless, i64);
+
+impl Drop for Workflow<'_> {
+    fn drop(&mut self) {
+        self.0.delete(&format!("/api/workflows/{}/", self.1));
+    }
+}
+
+fn serve(pl: &RealPaperless, data: &std::path::Path, host: &str, env: &[(&str, &str)]) -> Server {
+    let mut all = vec![
+        ("PAPERLESS_URL", pl.url.as_str()),
+        ("PAPERLESS_API_TOKEN", pl.token.as_str()),
+        ("CANDLELIGHT_DATA_DIR", data.to_str().unwrap()),
+    ];
+    all.extend_from_slice(env);
+    Server::start_with_env(&["--host", host], &all)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_document_added_workflow_classifies_every_upload_once_even_across_a_restart() {
+    let _one = common::serial();
+    let pl = RealPaperless::start();
+    let run = real_paperless::run_id();
+    // This run's own inbox tag selects what polling sees (the instance keeps earlier runs'
+    // documents).
+    let inbox_name = format!("Eingang {run}");
+    let inbox = pl.object("tags", &inbox_name);
+    let only_inbox = [
+        ("PROCESS_PREDEFINED_DOCUMENTS", "yes"),
+        ("TAGS", inbox_name.as_str()),
+    ];
+
+    let data = tempfile::tempdir().unwrap();
+    let s = serve(
+        &pl,
+        data.path(),
+        "127.0.0.1:0",
+        &[&only_inbox[..], &[("SCAN_INTERVAL", "0")]].concat(),
+    );
+    let host = s.url.trim_start_matches("http://").to_owned();
+    let flow = pl.post(
+        "/api/workflows/",
+        json!({
+            "name": format!("candlelight {run}"),
+            "order": 0,
+            "enabled": true,
+            "triggers": [{"type": 2, "sources": [1, 2, 3, 4],
+                          "filter_filename": format!("wf{run}*")}],
+            "actions": [{"type": 4, "webhook": {
+                "url": format!("{}/api/paperless/webhook", s.url),
+                // As the README tells users to set it up.
+                "use_params": true, "as_json": true,
+                "params": {"document_id": "{{ doc_id }}"},
+                "headers": {}, "include_document": false}}],
+        }),
+    );
+    let _flow = Workflow(&pl, flow["id"].as_i64().unwrap());
+
+    // Four documents at once, as a scanner's batch would arrive.
+    let titles: Vec<String> = (0..4).map(|i| format!("wf{run}-{i}")).collect();
+    for (i, t) in titles.iter().enumerate() {
+        pl.submit(
+            t,
+            &format!(
+                "Stadtwerke Beispielstadt GmbH\nAbrechnung Strom {i}\nKundennummer K{run}\n\
+                 Rechnungsdatum: 1{i}.02.2025\nVerbrauch 1.2{i}0 kWh, Gesamtbetrag 3{i}4,10 EUR."
+            ),
+            &[inbox],
+        );
+    }
+    let ids: Vec<i64> = titles.iter().map(|t| pl.consumed(t)).collect();
+    let marked = |id: i64| {
+        let doc = pl.get(&format!("/api/documents/{id}/"));
+        pl.tag_names(&doc).contains(&"ai-processed".to_owned())
+    };
+
+    // The webhook brought the first one in; candlelight then stops with the rest queued or
+    // not yet consumed, and comes back on the same address with polling on.
+    wait_until(
+        "the workflow's webhook to get a document classified",
+        || ids.iter().any(|&id| marked(id)),
+    );
+    drop(s);
+    let s = serve(
+        &pl,
+        data.path(),
+        &host,
+        &[&only_inbox[..], &[("SCAN_INTERVAL", "2s")]].concat(),
+    );
+    wait_until("every uploaded document classified", || {
+        ids.iter().all(|&id| marked(id))
+    });
+    // Polling and late webhooks have a few more rounds to do something twice.
+    std::thread::sleep(Duration::from_secs(6));
+    drop(s);
+
+    let marker = pl.object("tags", "ai-processed");
+    for (&id, title) in ids.iter().zip(&titles) {
+        let doc = pl.get(&format!("/api/documents/{id}/"));
+        assert_ne!(doc["title"], title.as_str(), "our title was written: {doc}");
+        // Paperless's audit log (newest first): our changes carry the token's user as actor,
+        // Paperless's own at consumption none. Our title written once, the marker added once.
+        let history = pl.get(&format!("/api/documents/{id}/history/"));
+        let ours: Vec<&Value> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "update" && !e["actor"].is_null())
+            .collect();
+        let title_writes = ours
+            .iter()
+            .filter(|e| e["changes"].get("title").is_some())
+            .count();
+        assert_eq!(title_writes, 1, "document {id}: {history:#}");
+        // A tag change is logged as [before, after] id lists.
+        let has_marker = |v: &Value| v.as_array().is_some_and(|l| l.contains(&json!(marker)));
+        let marker_adds = ours
+            .iter()
+            .filter(|e| {
+                let t = &e["changes"]["tags"];
+                !has_marker(&t[0]) && has_marker(&t[1])
+            })
+            .count();
+        assert_eq!(marker_adds, 1, "document {id}: {history:#}");
+    }
+}
