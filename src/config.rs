@@ -207,6 +207,10 @@ pub struct PaperlessArgs {
     /// CANDLELIGHT_MAX_ATTEMPTS tries); removing it retries the document. Empty: never tag.
     #[arg(long, env = "CANDLELIGHT_FAILED_TAG", default_value = "ai-failed")]
     pub failed_tag: String,
+    /// Review mode: park each suggestion under this tag (created if missing) instead of
+    /// writing it; it is written once the tag is removed. Empty (default): write at once.
+    #[arg(long, env = "CANDLELIGHT_REVIEW_TAG", default_value = "")]
+    pub review_tag: String,
     /// Attempts before a document with transient failures gets the failure tag.
     #[arg(long, env = "CANDLELIGHT_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
@@ -290,6 +294,7 @@ impl PaperlessArgs {
             retry_delay: std::time::Duration::from_secs(30),
             queue_capacity: self.queue_capacity.max(1),
             failed_tag: Some(self.failed_tag.trim().to_owned()).filter(|t| !t.is_empty()),
+            review_tag: Some(self.review_tag.trim().to_owned()).filter(|t| !t.is_empty()),
             max_attempts: self.max_attempts.max(1),
             embed_model: self.embed_model(),
             data_dir: Some(self.data_dir.clone()),

@@ -239,3 +239,111 @@ fn a_blank_scan_gets_the_failure_tag_with_the_reason_and_no_invented_metadata() 
         "{journal}"
     );
 }
+
+#[test]
+fn review_mode_parks_the_suggestion_until_the_user_removes_the_review_tag() {
+    let _one = common::serial();
+    let pl = RealPaperless::start();
+    let run = real_paperless::run_id();
+    // This run's inbox tag selects what polling sees (the instance keeps other runs' documents).
+    let inbox_name = format!("Eingang {run}");
+    let inbox = pl.object("tags", &inbox_name);
+    let title = format!("review-{run}");
+    pl.submit(
+        &title,
+        &format!(
+            "Stadtwerke Musterstadt GmbH\nAbrechnung Wasser\nKundennummer K{run}\n\
+             Rechnungsdatum: 14.02.2025\nGesamtbetrag 212,40 EUR, fällig am 01.03.2025."
+        ),
+        &[inbox],
+    );
+    let id = pl.consumed(&title);
+    // After the upload, so Paperless's own matching did not set it; shared, so the owner sees it.
+    let kind = format!("Wasserabrechnung {run}");
+    let type_id = pl.post(
+        "/api/document_types/",
+        json!({"name": kind, "matching_algorithm": 1, "match": format!("K{run}"), "owner": null}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let review = format!("prüfen {run}");
+
+    let data = tempfile::tempdir().unwrap();
+    let s = pl.serve(
+        data.path(),
+        &[
+            ("CANDLELIGHT_REVIEW_TAG", review.as_str()),
+            ("PROCESS_PREDEFINED_DOCUMENTS", "yes"),
+            ("TAGS", inbox_name.as_str()),
+        ],
+    );
+    let (st, parked) = s.post("/api/classify", json!({"document_id": id}));
+    assert_eq!(st, 200, "{parked}");
+    assert_eq!(parked["outcome"], "parked", "{parked}");
+    assert_eq!(
+        parked["suggestion"]["document_type"],
+        kind.as_str(),
+        "{parked}"
+    );
+    let doc = pl.get(&format!("/api/documents/{id}/"));
+    assert_eq!(
+        doc["document_type"],
+        Value::Null,
+        "nothing written yet: {doc}"
+    );
+    assert_eq!(doc["title"], title.as_str());
+    let tags = pl.tag_names(&doc);
+    assert!(tags.contains(&review), "{tags:?}");
+    assert!(!tags.contains(&"ai-processed".to_owned()), "{tags:?}");
+    drop(s);
+
+    // With polling on, a document under review is left alone…
+    let s = pl.serve(
+        data.path(),
+        &[
+            ("CANDLELIGHT_REVIEW_TAG", review.as_str()),
+            ("PROCESS_PREDEFINED_DOCUMENTS", "yes"),
+            ("TAGS", inbox_name.as_str()),
+            ("SCAN_INTERVAL", "1s"),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        pl.get(&format!("/api/documents/{id}/"))["document_type"],
+        Value::Null
+    );
+    // …until the user, having looked, removes the review tag: then it is written as parked.
+    let review_id = pl.object("tags", &review);
+    pl.post(
+        "/api/documents/bulk_edit/",
+        json!({"documents": [id], "method": "modify_tags",
+               "parameters": {"add_tags": [], "remove_tags": [review_id]}}),
+    );
+    let start = std::time::Instant::now();
+    let doc = loop {
+        let doc = pl.get(&format!("/api/documents/{id}/"));
+        if pl.tag_names(&doc).contains(&"ai-processed".to_owned()) {
+            break doc;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the reviewed suggestion was not written: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(doc["document_type"], json!(type_id), "{doc}");
+    assert!(!pl.tag_names(&doc).contains(&review));
+    let journal =
+        reqwest::blocking::get(format!("{}/api/paperless/journal?document_id={id}", s.url))
+            .unwrap()
+            .json::<Value>()
+            .unwrap();
+    let actions: Vec<&str> = journal["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["park", "write"], "{journal}");
+}

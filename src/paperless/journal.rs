@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::client::Document;
+use super::types::Suggestion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -33,6 +34,9 @@ pub enum Action {
     Write,
     /// A previous write taken back.
     Undo,
+    /// A classification parked for review (review mode): the review tag added, the
+    /// suggestion kept here until the user removes the tag.
+    Park,
 }
 
 /// One change to one document.
@@ -57,6 +61,9 @@ pub struct Record {
     /// Why, where the change is not a classification (the failure tag: what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The suggestion parked for review (`Park` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<Suggestion>,
 }
 
 /// The values of `fields` (a PATCH body) on `doc` as it is now.
@@ -223,9 +230,22 @@ impl Journal {
             match r.action {
                 Action::Write => out.push(r),
                 Action::Undo => out.clear(),
+                // Nothing of the document was changed but the review tag, which stays.
+                Action::Park => {}
             }
         }
         Ok(out)
+    }
+
+    /// The suggestion parked for review of `document_id`, if one waits (a later write or
+    /// undo settles it).
+    pub fn parked(&self, document_id: i64) -> Result<Option<Suggestion>, JournalError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .rfind(|r| r.document_id == document_id && r.trigger != "give_up")
+            .filter(|r| r.action == Action::Park)
+            .and_then(|r| r.suggestion))
     }
 
     /// The records of one document (all of them when None), oldest first.
@@ -268,6 +288,7 @@ mod tests {
             added_tags: added.to_vec(),
             removed_tags: vec![],
             reason: None,
+            suggestion: None,
         }
     }
 
@@ -326,5 +347,30 @@ mod tests {
         j.record(&write(json!({}), json!({}), &[3])).unwrap();
         assert_eq!(j.history(Some(7)).unwrap().len(), 3);
         assert_eq!(j.pending_writes(7).unwrap()[0].added_tags, vec![3]);
+    }
+
+    #[test]
+    fn a_parked_suggestion_waits_until_a_write_or_undo_settles_it() {
+        let j = Journal::new(None);
+        let s = Suggestion {
+            title: "Wasser".into(),
+            correspondent: None,
+            document_type: Some("Bill".into()),
+            tags: vec![],
+            created: None,
+        };
+        let park = Record {
+            action: Action::Park,
+            suggestion: Some(s.clone()),
+            ..write(json!({}), json!({}), &[])
+        };
+        assert_eq!(j.parked(7).unwrap(), None);
+        j.record(&park).unwrap();
+        assert_eq!(j.parked(7).unwrap(), Some(s.clone()));
+        assert_eq!(j.parked(8).unwrap(), None, "another document's");
+        j.record(&write(json!({}), json!({}), &[])).unwrap();
+        assert_eq!(j.parked(7).unwrap(), None, "written");
+        j.record(&park).unwrap();
+        assert_eq!(j.parked(7).unwrap(), Some(s));
     }
 }

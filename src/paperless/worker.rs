@@ -51,6 +51,9 @@ pub struct Settings {
     pub failed_tag: Option<String>,
     /// Failed attempts (transient failures; a permanent one counts as all) before giving up.
     pub max_attempts: u32,
+    /// Review mode: suggestions are parked under this tag and applied once the user removes
+    /// it (None: written at once).
+    pub review_tag: Option<String>,
     /// The sentence encoder for neighbours and the meaning of names (None: without).
     pub embed_model: Option<String>,
     /// Where the archive index is kept (None: in memory only).
@@ -90,6 +93,8 @@ pub enum Outcome {
     /// Not classified (already processed, not selected, no text).
     Skipped,
     DryRun,
+    /// Review mode: the suggestion waits for the user under the review tag.
+    Parked,
 }
 
 impl Outcome {
@@ -100,6 +105,7 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Skipped => "skipped",
             Outcome::DryRun => "dry_run",
+            Outcome::Parked => "parked",
         }
     }
 }
@@ -382,7 +388,13 @@ impl Paperless {
         let failures = {
             let mut q = self.lock();
             q.queued.remove(&job.id);
-            q.processed_at.insert(job.id, Instant::now());
+            // A parked document comes back when the user removes the review tag, however
+            // soon: no backoff for it (the tag keeps polling away until then).
+            if matches!(&result, Ok(r) if r.outcome == Outcome::Parked) {
+                q.processed_at.remove(&job.id);
+            } else {
+                q.processed_at.insert(job.id, Instant::now());
+            }
             q.processed_at.retain(|_, t| t.elapsed() < POLL_BACKOFF);
             self.0
                 .metrics
@@ -475,6 +487,7 @@ impl Paperless {
                     added_tags: vec![t.id],
                     removed_tags: Vec::new(),
                     reason: Some(e.to_string()),
+                    suggestion: None,
                 })
                 .map_err(|je| je.to_string())?;
             self.0
@@ -497,11 +510,15 @@ impl Paperless {
     pub async fn poll_once(&self) -> Result<usize, PaperlessError> {
         let taxonomy = self.0.client.taxonomy().await?;
         let mut filter = Vec::new();
-        let done: Vec<i64> = [self.ai_tag(&taxonomy), self.failed_tag(&taxonomy)]
-            .into_iter()
-            .flatten()
-            .map(|t| t.id)
-            .collect();
+        let done: Vec<i64> = [
+            self.ai_tag(&taxonomy),
+            self.failed_tag(&taxonomy),
+            self.review_tag(&taxonomy),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.id)
+        .collect();
         if !done.is_empty() {
             filter.push(format!("tags__id__none={}", join(&done)));
         }
@@ -647,7 +664,9 @@ impl Paperless {
         };
         let ai_tag = self.ai_tag(&taxonomy).map(|n| n.id);
         let failed_tag = self.failed_tag(&taxonomy).map(|n| n.id);
+        let review_tag = self.review_tag(&taxonomy).map(|n| n.id);
         let only = self.only_tag_ids(&taxonomy);
+        let under_review = review_tag.is_some_and(|t| doc.tags.contains(&t));
         if !force {
             if ai_tag.is_some_and(|t| doc.tags.contains(&t)) {
                 return Ok(skip("already processed", timings));
@@ -661,7 +680,18 @@ impl Paperless {
             if !self.0.settings.only_tags.is_empty() && !doc.tags.iter().any(|t| only.contains(t)) {
                 return Ok(skip("not tagged for processing (TAGS)", timings));
             }
+            if under_review {
+                return Ok(skip(
+                    "waiting for review: remove the review tag to apply the suggestion",
+                    timings,
+                ));
+            }
         }
+        // Review mode: a suggestion parked earlier is applied once the user removed the tag.
+        let parked = match (&self.0.settings.review_tag, under_review) {
+            (Some(_), false) => self.0.journal.parked(id)?,
+            _ => None,
+        };
         // No invented metadata for a blank scan or OCR noise: the failure tag says why.
         if !super::evidence::readable(&doc.content) {
             return Err(ProcessError::NoText);
@@ -678,7 +708,7 @@ impl Paperless {
         // same name) and the marker tags, wherever they are.
         let mut scope = visible.clone();
         for t in taxonomy.tags.iter() {
-            if (Some(t.id) == ai_tag || Some(t.id) == failed_tag) && !scope.tags.contains(t) {
+            if [ai_tag, failed_tag, review_tag].contains(&Some(t.id)) && !scope.tags.contains(t) {
                 scope.tags.push(t.clone());
             }
         }
@@ -686,7 +716,7 @@ impl Paperless {
             tags: visible
                 .tags
                 .iter()
-                .filter(|t| Some(t.id) != ai_tag && Some(t.id) != failed_tag)
+                .filter(|t| ![ai_tag, failed_tag, review_tag].contains(&Some(t.id)))
                 .filter(|t| !only.contains(&t.id))
                 .cloned()
                 .collect(),
@@ -702,20 +732,41 @@ impl Paperless {
             None => &NoNeighbours,
         };
         let own_id = id.to_string();
-        let c = self
-            .0
-            .classifier
-            .classify(classifier::Job {
-                model: &self.0.settings.model,
-                taxonomy: &choices,
-                content: &doc.content,
-                num_ctx: self.0.settings.num_ctx,
-                new_correspondent: policy.create_correspondents && policy.write.correspondent,
-                neighbours,
-                id: Some(&own_id),
-            })
-            .await
-            .map_err(ProcessError::Classify)?;
+        let c = match parked {
+            Some(suggestion) => Classified {
+                suggestion,
+                explanation: None,
+                prompt_tokens: 0,
+                output_tokens: 0,
+                truncated: false,
+            },
+            None => {
+                let c = self
+                    .0
+                    .classifier
+                    .classify(classifier::Job {
+                        model: &self.0.settings.model,
+                        taxonomy: &choices,
+                        content: &doc.content,
+                        num_ctx: self.0.settings.num_ctx,
+                        new_correspondent: policy.create_correspondents
+                            && policy.write.correspondent,
+                        neighbours,
+                        id: Some(&own_id),
+                    })
+                    .await
+                    .map_err(ProcessError::Classify)?;
+                Classified {
+                    suggestion: c.suggestion,
+                    explanation: Some(c.explanation),
+                    prompt_tokens: c.prompt_tokens,
+                    output_tokens: c.output_tokens,
+                    truncated: c.truncated,
+                }
+            }
+        };
+        let from_review = self.0.settings.review_tag.is_some() && c.explanation.is_none();
+        let park = self.0.settings.review_tag.is_some() && !from_review;
         timings.classify_ms = ms(t.elapsed());
         let t = Instant::now();
         // Classifying takes seconds to tens of seconds: decide what the user has set on the
@@ -727,9 +778,14 @@ impl Paperless {
             &c.suggestion,
             &scope,
             &self.0.settings.policy,
-            dry_run,
+            dry_run || park,
         )
         .await?;
+        if park && !dry_run && plan.writes_anything() {
+            return self
+                .park(id, trigger, &doc, c, plan.applied, timings, start)
+                .await;
+        }
         if !dry_run && plan.writes_anything() {
             // Recorded first: a write cut off midway can still be reviewed and undone.
             self.0.journal.record(&Record {
@@ -742,6 +798,7 @@ impl Paperless {
                 added_tags: plan.new_tags.iter().copied().chain(plan.mark).collect(),
                 removed_tags: Vec::new(),
                 reason: None,
+                suggestion: None,
             })?;
             apply::write(&self.0.client, id, &plan).await?;
         }
@@ -767,15 +824,81 @@ impl Paperless {
         Ok(Report {
             document_id: id,
             outcome,
-            reason: None,
+            reason: from_review.then(|| "the parked suggestion, reviewed".to_owned()),
             suggestion: Some(c.suggestion),
-            explanation: Some(c.explanation),
+            explanation: c.explanation,
             applied: Some(applied),
             prompt_tokens: c.prompt_tokens,
             output_tokens: c.output_tokens,
             truncated: c.truncated,
             timings,
         })
+    }
+}
+
+/// A suggestion to write: just classified, or parked for review earlier.
+struct Classified {
+    suggestion: Suggestion,
+    /// None for a parked suggestion (its explanation was reported when it was parked).
+    explanation: Option<classifier::Explanation>,
+    prompt_tokens: usize,
+    output_tokens: usize,
+    truncated: bool,
+}
+
+impl Paperless {
+    /// Review mode: keeps the suggestion in the journal and puts the review tag on the
+    /// document instead of writing; the fields are written once the user removes the tag.
+    #[allow(clippy::too_many_arguments)]
+    async fn park(
+        &self,
+        id: i64,
+        trigger: Trigger,
+        doc: &super::client::Document,
+        c: Classified,
+        would: Applied,
+        mut timings: Timings,
+        start: Instant,
+    ) -> Result<Report, ProcessError> {
+        let name = self.0.settings.review_tag.as_deref().unwrap_or_default();
+        // Matching "none": Paperless must never put this tag on documents by itself.
+        let (tag, _) = self
+            .0
+            .client
+            .find_or_create(super::client::Kind::Tag, name, Some(0), None)
+            .await?;
+        self.0.journal.record(&Record {
+            at: chrono::Utc::now().to_rfc3339(),
+            document_id: id,
+            action: Action::Park,
+            trigger: trigger.as_str().to_owned(),
+            before: journal::current(doc, &would.fields),
+            after: would.fields.clone(),
+            added_tags: vec![tag.id],
+            removed_tags: Vec::new(),
+            reason: None,
+            suggestion: Some(c.suggestion.clone()),
+        })?;
+        self.0.client.add_tags(id, &[tag.id]).await?;
+        timings.total_ms = ms(start.elapsed());
+        Ok(Report {
+            document_id: id,
+            outcome: Outcome::Parked,
+            reason: Some(format!(
+                "parked for review: remove the tag '{name}' to apply the suggestion"
+            )),
+            suggestion: Some(c.suggestion),
+            explanation: c.explanation,
+            applied: Some(would),
+            prompt_tokens: c.prompt_tokens,
+            output_tokens: c.output_tokens,
+            truncated: c.truncated,
+            timings,
+        })
+    }
+
+    fn review_tag<'a>(&self, t: &'a Taxonomy) -> Option<&'a Named> {
+        by_name(&t.tags, self.0.settings.review_tag.as_deref()?)
     }
 }
 
@@ -859,6 +982,7 @@ impl Paperless {
             added_tags: Vec::new(),
             removed_tags: rev.remove_tags.clone(),
             reason: None,
+            suggestion: None,
         })?;
         if !rev.is_empty() {
             report.outcome = "undone";
