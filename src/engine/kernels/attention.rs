@@ -124,7 +124,7 @@ fn row_avx2<const C: usize>(q: &[f32], keys: &[f32], values: &[f32], n: usize, o
     let hd = 8 * C;
     assert!(q.len() == hd && out.len() == hd && keys.len() >= n * hd && values.len() >= n * hd);
     let scale = 1.0 / (hd as f32).sqrt();
-    // SAFETY (all loads and stores): offsets stay below n * hd in keys/values (asserted above)
+    // SAFETY: (all loads and stores) offsets stay below n * hd in keys/values (asserted above)
     // and below hd in q and out.
     let qv: [__m256; C] =
         std::array::from_fn(|c| unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * c)) });
@@ -132,10 +132,13 @@ fn row_avx2<const C: usize>(q: &[f32], keys: &[f32], values: &[f32], n: usize, o
     let mut j = 0;
     while j + 8 <= n {
         let acc: [__m256; 8] = std::array::from_fn(|t| {
+            // SAFETY: (j + t) < n, so the key row starts inside keys (n * hd long).
             let kr = unsafe { keys.as_ptr().add((j + t) * hd) };
             let mut a = _mm256_setzero_ps();
             for (c, qc) in qv.iter().enumerate() {
-                a = _mm256_fmadd_ps(*qc, unsafe { _mm256_loadu_ps(kr.add(8 * c)) }, a);
+                // SAFETY: 8 floats at 8 * c < hd within the key row.
+                let k = unsafe { _mm256_loadu_ps(kr.add(8 * c)) };
+                a = _mm256_fmadd_ps(*qc, k, a);
             }
             a
         });
@@ -149,6 +152,7 @@ fn row_avx2<const C: usize>(q: &[f32], keys: &[f32], values: &[f32], n: usize, o
             _mm256_permute2f128_ps(lo, hi, 0x31),
         );
         let scaled = _mm256_mul_ps(sums, _mm256_set1_ps(scale));
+        // SAFETY: j + 8 <= n = scores.len().
         unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(j), scaled) };
         j += 8;
     }
@@ -164,13 +168,17 @@ fn row_avx2<const C: usize>(q: &[f32], keys: &[f32], values: &[f32], n: usize, o
     let inv = 1.0 / scores.iter().sum::<f32>();
     let mut acc = [_mm256_setzero_ps(); C];
     for (t, &p) in scores.iter().enumerate() {
+        // SAFETY: t < n, so the value row starts inside values (n * hd long).
         let vr = unsafe { values.as_ptr().add(t * hd) };
         let p = _mm256_set1_ps(p * inv);
         for (c, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(p, unsafe { _mm256_loadu_ps(vr.add(8 * c)) }, *a);
+            // SAFETY: 8 floats at 8 * c < hd within the value row.
+            let v = unsafe { _mm256_loadu_ps(vr.add(8 * c)) };
+            *a = _mm256_fmadd_ps(p, v, *a);
         }
     }
     for (c, a) in acc.iter().enumerate() {
+        // SAFETY: 8 floats at 8 * c < hd = out.len().
         unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *a) };
     }
 }

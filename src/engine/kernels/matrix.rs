@@ -476,6 +476,10 @@ pub(crate) fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
 /// `Σ` of each four adjacent u8 x i8 products, per i32 lane: VNNI's one instruction, or AVX2's
 /// `maddubs` (pairs to i16 — callers keep pair sums within i16, so both are exact and equal)
 /// then `madd` against ones. Inlined into kernels that enable the features.
+///
+/// # Safety
+/// AVX2 must be enabled, and with `VNNI` also AVX-512 VL/VNNI (inlined into kernels that
+/// enable them after run-time detection); register arguments only, no memory is touched.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn dot_u8_i8<const VNNI: bool>(
@@ -494,6 +498,10 @@ pub(crate) unsafe fn dot_u8_i8<const VNNI: bool>(
 }
 
 /// `acc` plus `dot_u8_i8(u, s)`: one `dpbusd` with VNNI.
+///
+/// # Safety
+/// AVX2 must be enabled, and with `VNNI` also AVX-512 VL/VNNI (inlined into kernels that
+/// enable them after run-time detection); register arguments only, no memory is touched.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn add_dot_u8_i8<const VNNI: bool>(
@@ -513,6 +521,10 @@ pub(crate) unsafe fn add_dot_u8_i8<const VNNI: bool>(
 }
 
 /// `acc` plus the sums of adjacent i16 x i16 products per i32 lane (`dpwssd`, or `madd` + add).
+///
+/// # Safety
+/// AVX2 must be enabled, and with `VNNI` also AVX-512 VL/VNNI (inlined into kernels that
+/// enable them after run-time detection); register arguments only, no memory is touched.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn add_dot_i16<const VNNI: bool>(

@@ -11,6 +11,9 @@
 //! `attention.rs` is the causal attention over the KV cache that `llama.rs` uses on the CPU.
 //! Measurements and rooflines: `kernels-notes.md`; `candlelight bench --kernels` times them.
 
+// Nearly all of the crate's unsafe code lives here: every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod attention;
 pub mod interleaved;
 pub mod matrix;

@@ -75,6 +75,11 @@ impl BlockKind for Q4_1 {
 /// `RW` weight rows against `RA` activation rows, AVX2 instructions. Every pair's operations run
 /// in the same order whatever the tile shape, so results are bit-identical across shapes.
 /// Inlined into the `target_feature` wrappers below, which decide the register count.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
@@ -82,7 +87,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA; every load reads exactly 16 or
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA; every load reads exactly 16 or
     // 32 bytes from an array of that size.
     unsafe {
         let low_mask = _mm_set1_epi8(0x0F);
@@ -167,6 +172,11 @@ impl Interleaved for Q4_1 {
 /// nibbles against four broadcast activation bytes (one `dpbusd` each per activation row), then
 /// per block `d * da * Σ q qa + m * s` as two float multiply-adds with the rows' `d` and `m` as
 /// vectors. Exact integers, and every lane's float operations in the same order whatever `RA`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn group_body<const RA: usize, const VNNI: bool>(
@@ -175,7 +185,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
 ) -> [[f32; 8]; RA] {
     use super::matrix::add_dot_u8_i8;
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA (and VNNI's features when set);
     // aligned loads read 32 bytes of the 32-aligned group, broadcasts 4 bytes of an
     // activation block's 32.
     unsafe {

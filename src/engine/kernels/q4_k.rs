@@ -114,7 +114,7 @@ fn dot_avx2<const RW: usize, const RA: usize>(
     a: [&[Q8KBlock]; RA],
 ) -> [[f32; RA]; RW] {
     use std::arch::x86_64::*;
-    // SAFETY (whole body): AVX2 and FMA are enabled; every load reads 32 bytes (16 for bsums,
+    // SAFETY: (whole body) AVX2 and FMA are enabled; every load reads 32 bytes (16 for bsums,
     // 8 for mins) inside an array at least that long.
     unsafe {
         let low_mask = _mm256_set1_epi8(0x0F);
@@ -160,7 +160,7 @@ fn dot_avx512<const RW: usize, const RA: usize>(
     a: [&[Q8KBlock]; RA],
 ) -> [[f32; RA]; RW] {
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the features are enabled; every load reads 32 or 64 bytes inside an
+    // SAFETY: (whole body) the features are enabled; every load reads 32 or 64 bytes inside an
     // array at least that long.
     unsafe {
         let low_mask = _mm512_set1_epi8(0x0F);
@@ -206,6 +206,10 @@ fn dot_avx512<const RW: usize, const RA: usize>(
 /// A block's float work for every pair: its integer sum times `d * da`, and the offsets
 /// `dmin * da * Σ m[j] bsum[j]` (8 products in one `madd`). Inlined into the kernels (their
 /// target features; the caller guarantees AVX2 and FMA).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the kernels it is inlined into enable them after
+/// run-time detection).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn finish_block<const RW: usize, const RA: usize>(
@@ -229,6 +233,7 @@ unsafe fn finish_block<const RW: usize, const RA: usize>(
                 _mm256_cvtepi32_ps(isum[iw][r]),
                 acc[iw][r],
             );
+            // SAFETY: 16 bytes: the activation block's eight i16 bsums.
             let bsums = unsafe { _mm_loadu_si128(ab.bsums.as_ptr() as *const __m128i) };
             offsets[iw][r] = _mm_fmadd_ps(
                 _mm_set1_ps(wb.dmin * ab.d),
@@ -240,6 +245,10 @@ unsafe fn finish_block<const RW: usize, const RA: usize>(
 }
 
 /// Each pair's result: the lanes of its accumulator minus its offsets.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the kernels it is inlined into enable them after
+/// run-time detection).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn fold<const RW: usize, const RA: usize>(
@@ -331,6 +340,11 @@ impl Interleaved for Q4K {
 /// sums (`madd`) and two float multiply-adds with the rows' `d`/`dmin` as one vector. All
 /// integer sums are exact and every lane's float operations run in the same order whatever
 /// `RA` is, so tiles equal single rows bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn group_body<const RA: usize, const VNNI: bool>(
@@ -339,7 +353,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
 ) -> [[f32; 8]; RA] {
     use super::matrix::{add_dot_i16, add_dot_u8_i8};
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA (and VNNI's features when set);
     // aligned loads read 32 bytes of the 32-aligned group, broadcasts read 4 bytes inside an
     // activation block's arrays, the scale/min loads 8 or 16 bytes of their arrays.
     unsafe {

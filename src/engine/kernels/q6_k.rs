@@ -93,6 +93,11 @@ impl BlockKind for Q6K {
 /// operations run in the same order whatever the tile shape (the integer sums are exact), so
 /// results are bit-identical across shapes. Inlined into the `target_feature` wrappers below,
 /// which decide the register count.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
@@ -100,7 +105,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     a: [&[Q8KBlock]; RA],
 ) -> [[f32; RA]; RW] {
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA; each load reads 32 bytes inside
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA; each load reads 32 bytes inside
     // an array of 128, 64 or 256.
     unsafe {
         let low_mask = _mm256_set1_epi8(0x0F);
@@ -239,6 +244,11 @@ impl Interleaved for Q6K {
 /// rows' sums take their scales as one i32 multiply. The `- 32` of every weight is applied per
 /// block: `32 * Σ sc * (activation sums of 16)`, one `madd` per sub-block pair. Exact integers,
 /// and every lane's float operations in the same order whatever `RA` is.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn group_body<const RA: usize, const VNNI: bool>(
@@ -247,7 +257,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
 ) -> [[f32; 8]; RA] {
     use super::matrix::add_dot_u8_i8;
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA (and VNNI's features when set);
     // aligned loads read 32 bytes of the 32-aligned group, the scale load 16 bytes of its
     // array, broadcasts 4 bytes inside an activation block's arrays.
     unsafe {

@@ -67,6 +67,11 @@ impl BlockKind for Q8_0 {
 /// `RW` weight rows against `RA` activation rows, AVX2 instructions. Every pair's operations run
 /// in the same order whatever the tile shape, so results are bit-identical across shapes.
 /// Inlined into the `target_feature` wrappers below, which decide the register count.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
@@ -74,7 +79,7 @@ unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
     a: [&[Q8Block]; RA],
 ) -> [[f32; RA]; RW] {
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA; every load reads exactly the 32
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA; every load reads exactly the 32
     // bytes of an array of that size.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); RA]; RW];
@@ -147,6 +152,11 @@ impl Interleaved for Q8_0 {
 /// AVX2 moves the weight's sign onto the activation instead (`maddubs` pairs stay within i16).
 /// Both give the same exact integers, and every lane's float operations run in the same order
 /// whatever `RA` is.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
+/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
+/// Slices are indexed with bounds checks; the loads read whole blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn group_body<const RA: usize, const VNNI: bool>(
@@ -155,7 +165,7 @@ unsafe fn group_body<const RA: usize, const VNNI: bool>(
 ) -> [[f32; 8]; RA] {
     use super::matrix::add_dot_u8_i8;
     use std::arch::x86_64::*;
-    // SAFETY (whole body): the caller guarantees AVX2 and FMA (and VNNI's features when set);
+    // SAFETY: (whole body) the caller guarantees AVX2 and FMA (and VNNI's features when set);
     // aligned loads read 32 bytes of the 32-aligned group, broadcasts 4 bytes of an
     // activation block's 32.
     unsafe {
