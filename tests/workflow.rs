@@ -151,3 +151,125 @@ fn a_document_added_workflow_classifies_every_upload_once_even_across_a_restart(
         assert_eq!(marker_adds, 1, "document {id}: {history:#}");
     }
 }
+
+#[test]
+fn a_title_the_user_gives_while_the_model_runs_is_kept() {
+    let _one = common::serial();
+    let pl = RealPaperless::start();
+    let run = real_paperless::run_id();
+    // A long letter no evidence can type: the model is asked, and its prefill takes seconds.
+    let paragraph = "Liebe Nachbarinnen und Nachbarn, wie in jedem Sommer wollen wir auch dieses \
+        Jahr gemeinsam feiern. Wer Lust hat, bringt etwas zu essen mit, für Getränke ist gesorgt. \
+        Kinder sind herzlich willkommen, und wer ein Instrument spielt, darf es gern mitbringen. ";
+    let id = pl.upload(&format!("brief-{run}"), &paragraph.repeat(30));
+    let jo = pl.user(&format!("jo{run}"));
+    pl.patch(&format!("/api/documents/{id}/"), json!({"owner": jo}));
+
+    let data = tempfile::tempdir().unwrap();
+    let s = pl.serve(data.path(), &[]);
+    let url = s.url.clone();
+    let classify = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/api/classify"))
+            .json(&json!({"document_id": id}))
+            .timeout(Duration::from_secs(300))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    });
+    // The user renames the document while the model reads it.
+    std::thread::sleep(Duration::from_millis(800));
+    let users = format!("Einladung Sommerfest {run}");
+    pl.patch(&format!("/api/documents/{id}/"), json!({"title": users}));
+    let report = classify.join().unwrap();
+    assert!(report["prompt_tokens"].as_u64().unwrap() > 500, "{report}");
+    assert_eq!(
+        pl.get(&format!("/api/documents/{id}/"))["title"],
+        users.as_str()
+    );
+    // Kept by us (the document is read again right before writing), not merely overwritten
+    // by the user's later edit.
+    assert!(
+        report["applied"]["kept"].to_string().contains("title"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_document_is_offered_only_names_its_owner_may_see_and_what_we_create_is_the_owners() {
+    let _one = common::serial();
+    let pl = RealPaperless::start();
+    let run = real_paperless::run_id();
+    let ann = pl.user(&format!("ann{run}"));
+    let ben = pl.user(&format!("ben{run}"));
+    // Ann's own correspondent: a name only she (and admins) may see.
+    let private = format!("Praxis Dr. Quastenberg {run}");
+    let anns = pl.post(
+        "/api/correspondents/",
+        json!({"name": private, "owner": ann, "matching_algorithm": 0}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let letter = |who: &str| {
+        format!(
+            "{private}\nPrivatrechnung für {who}\nRechnungsdatum: 03.03.2025\n\
+             Behandlung am 01.03.2025, Betrag 80,00 EUR."
+        )
+    };
+    let a = pl.upload(&format!("own-a-{run}"), &letter("Ann"));
+    let b = pl.upload(&format!("own-b-{run}"), &letter("Ben"));
+    pl.patch(&format!("/api/documents/{a}/"), json!({"owner": ann}));
+    pl.patch(&format!("/api/documents/{b}/"), json!({"owner": ben}));
+
+    let data = tempfile::tempdir().unwrap();
+    let s = pl.serve(data.path(), &[]);
+    let (st, ra) = s.post("/api/classify", json!({"document_id": a}));
+    assert_eq!(st, 200, "{ra}");
+    assert_eq!(ra["suggestion"]["correspondent"], private.as_str(), "{ra}");
+    assert_eq!(
+        pl.get(&format!("/api/documents/{a}/"))["correspondent"],
+        json!(anns)
+    );
+    // Ben's letter names the same practice, but Ann's entry is not his to see: it is neither
+    // offered to the classifier nor written.
+    let (st, rb) = s.post("/api/classify", json!({"document_id": b}));
+    assert_eq!(st, 200, "{rb}");
+    assert_eq!(rb["suggestion"]["correspondent"], Value::Null, "{rb}");
+    assert_eq!(
+        pl.get(&format!("/api/documents/{b}/"))["correspondent"],
+        Value::Null
+    );
+    drop(s);
+
+    // A correspondent we create for Ben's document is Ben's (CANDLELIGHT_CREATED_OWNER=document).
+    use candlelight::paperless::apply::{apply, Policy};
+    use candlelight::paperless::{PaperlessClient, Suggestion};
+    let client = PaperlessClient::new(&pl.url, &pl.token).unwrap();
+    let policy = Policy {
+        create_correspondents: true,
+        created_owned_by_document_owner: true,
+        ..Policy::default()
+    };
+    let coined = format!("Zahnarztpraxis Wendelin {run}");
+    let suggestion = Suggestion {
+        title: format!("Rechnung {run}"),
+        correspondent: Some(coined.clone()),
+        document_type: None,
+        tags: vec![],
+        created: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let applied = rt
+        .block_on(async {
+            let doc = client.document(b).await?;
+            let taxonomy = client.taxonomy().await?;
+            apply(&client, &doc, &suggestion, &taxonomy, &policy, false).await
+        })
+        .unwrap();
+    assert_eq!(applied.created_objects.len(), 1, "{applied:?}");
+    let now = pl.get(&format!("/api/documents/{b}/"));
+    let created = pl.get(&format!("/api/correspondents/{}/", now["correspondent"]));
+    assert_eq!(created["name"], coined.as_str());
+    assert_eq!(created["owner"], json!(ben), "{created}");
+}
