@@ -273,3 +273,44 @@ fn a_document_is_offered_only_names_its_owner_may_see_and_what_we_create_is_the_
     assert_eq!(created["name"], coined.as_str());
     assert_eq!(created["owner"], json!(ben), "{created}");
 }
+
+#[test]
+fn paperless_runs_the_post_consume_script_and_the_document_is_classified() {
+    let _one = common::serial();
+    // Paperless reads its post-consume script and the script's CANDLELIGHT_URL at start: a
+    // private instance, configured for this candlelight's address.
+    let host = format!("127.0.0.1:{}", real_paperless::free_port());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/paperless/post-consume.sh");
+    let (pl, _instance) = RealPaperless::start_private(
+        "postconsume",
+        &format!(
+            "PAPERLESS_POST_CONSUME_SCRIPT={}\nCANDLELIGHT_URL=http://{host}\n",
+            script.display()
+        ),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let s = serve(&pl, data.path(), &host, &[("SCAN_INTERVAL", "0")]);
+    let run = real_paperless::run_id();
+    let id = pl.upload(
+        &format!("pc-{run}"),
+        "Stadtwerke Beispielstadt GmbH\nStromrechnung\nRechnungsdatum: 14.02.2025\n\
+         Verbrauch 1.240 kWh, Gesamtbetrag 344,10 EUR.",
+    );
+    // Polling is off and no workflow exists: only the script can have brought it in.
+    wait_until("the post-consume script's document classified", || {
+        let doc = pl.get(&format!("/api/documents/{id}/"));
+        pl.tag_names(&doc).contains(&"ai-processed".to_owned())
+    });
+    let log = s.log();
+    assert!(
+        log.contains("trigger=\"webhook\"") || log.contains("trigger=webhook"),
+        "{log}"
+    );
+    let doc = pl.get(&format!("/api/documents/{id}/"));
+    assert_ne!(
+        doc["title"],
+        format!("pc-{run}").as_str(),
+        "our title: {doc}"
+    );
+}

@@ -57,9 +57,43 @@ impl RealPaperless {
 
     /// Starts (or joins) the instance; panics with the harness's own message if it cannot.
     pub fn start() -> RealPaperless {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/paperless-ngx/start");
+        Self::launch("start", &[])
+    }
+
+    /// A second, private instance in its own folder and ports, sharing the first one's Python
+    /// environment, started afresh (its database wiped) with `conf` (Paperless settings as
+    /// `KEY=VALUE` lines). Stopped when the returned guard is dropped.
+    pub fn start_private(name: &str, conf: &str) -> (RealPaperless, PrivateInstance) {
+        let main = Self::start();
+        let main_dir = std::env::var("PAPERLESS_HARNESS_DIR")
+            .unwrap_or_else(|_| "/tmp/paperless-harness".to_owned());
+        let venv =
+            std::env::var("PAPERLESS_HARNESS_VENV").unwrap_or_else(|_| format!("{main_dir}/venv"));
+        drop(main);
+        let dir = format!("{main_dir}-{name}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf_file = format!("{dir}.conf");
+        std::fs::write(&conf_file, conf).unwrap();
+        let port = free_port().to_string();
+        let redis = free_port().to_string();
+        let env = vec![
+            ("PAPERLESS_HARNESS_DIR".to_owned(), dir.clone()),
+            ("PAPERLESS_HARNESS_VENV".to_owned(), venv),
+            ("PAPERLESS_HARNESS_PORT".to_owned(), port),
+            ("PAPERLESS_HARNESS_REDIS_PORT".to_owned(), redis),
+            ("PAPERLESS_HARNESS_EXTRA_CONF".to_owned(), conf_file),
+            ("PAPERLESS_HARNESS_RESET".to_owned(), "1".to_owned()),
+        ];
+        let pl = Self::launch("start", &env);
+        (pl, PrivateInstance { dir })
+    }
+
+    fn launch(script: &str, env: &[(String, String)]) -> RealPaperless {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/paperless-ngx")
+            .join(script);
         let out = std::process::Command::new(&script)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap_or_else(|e| panic!("{} cannot run: {e}", script.display()));
         assert!(
@@ -204,6 +238,30 @@ impl RealPaperless {
         let r = self.req(reqwest::Method::DELETE, path).send().unwrap();
         assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
     }
+}
+
+/// Stops a private instance (`RealPaperless::start_private`) when dropped.
+pub struct PrivateInstance {
+    dir: String,
+}
+
+impl Drop for PrivateInstance {
+    fn drop(&mut self) {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/paperless-ngx/stop");
+        let _ = std::process::Command::new(script)
+            .env("PAPERLESS_HARNESS_DIR", &self.dir)
+            .output();
+    }
+}
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn urlenc(s: &str) -> String {
