@@ -314,3 +314,50 @@ fn paperless_runs_the_post_consume_script_and_the_document_is_classified() {
         "our title: {doc}"
     );
 }
+
+#[test]
+fn a_document_queued_while_paperless_is_down_is_finished_once_it_is_back() {
+    let _one = common::serial();
+    let (pl, instance) = RealPaperless::start_private("outage", "");
+    let run = real_paperless::run_id();
+    let title = format!("outage-{run}");
+    let id = pl.upload(
+        &title,
+        "Stadtwerke Beispielstadt GmbH\nStromrechnung\nRechnungsdatum: 14.02.2025\n\
+         Verbrauch 1.240 kWh, Gesamtbetrag 344,10 EUR.",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let s = serve(
+        &pl,
+        data.path(),
+        "127.0.0.1:0",
+        &[("SCAN_INTERVAL", "2s"), ("CANDLELIGHT_MAX_ATTEMPTS", "2")],
+    );
+    // Paperless goes down, and the webhook for the new document arrives meanwhile.
+    instance.stop();
+    let (st, body) = s.post("/api/paperless/webhook", json!({"document_id": id}));
+    assert_eq!(st, 202, "{body}");
+    std::thread::sleep(Duration::from_secs(8));
+    instance.restart();
+    // Nothing was lost: the queue's retries or polling finish it once Paperless is back, and
+    // it was written once, not half.
+    wait_until("the document classified after the outage", || {
+        let doc = pl.get(&format!("/api/documents/{id}/"));
+        pl.tag_names(&doc).contains(&"ai-processed".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let doc = pl.get(&format!("/api/documents/{id}/"));
+    assert_ne!(doc["title"], title.as_str(), "{doc}");
+    let tags = pl.tag_names(&doc);
+    assert!(!tags.contains(&"ai-failed".to_owned()), "{tags:?}");
+    let history = pl.get(&format!("/api/documents/{id}/history/"));
+    let title_writes = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "update" && !e["actor"].is_null())
+        .filter(|e| e["changes"].get("title").is_some())
+        .count();
+    assert_eq!(title_writes, 1, "{history:#}");
+    drop(instance);
+}

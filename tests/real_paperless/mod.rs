@@ -85,7 +85,7 @@ impl RealPaperless {
             ("PAPERLESS_HARNESS_RESET".to_owned(), "1".to_owned()),
         ];
         let pl = Self::launch("start", &env);
-        (pl, PrivateInstance { dir })
+        (pl, PrivateInstance { dir, env })
     }
 
     fn launch(script: &str, env: &[(String, String)]) -> RealPaperless {
@@ -243,6 +243,35 @@ impl RealPaperless {
 /// Stops a private instance (`RealPaperless::start_private`) when dropped.
 pub struct PrivateInstance {
     dir: String,
+    env: Vec<(String, String)>,
+}
+
+impl PrivateInstance {
+    /// Stops the instance (its data stays).
+    pub fn stop(&self) {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/paperless-ngx/stop");
+        let out = std::process::Command::new(script)
+            .env("PAPERLESS_HARNESS_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts it again on the same address, with its data.
+    pub fn restart(&self) {
+        let env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k != "PAPERLESS_HARNESS_RESET")
+            .cloned()
+            .collect();
+        RealPaperless::launch("start", &env);
+    }
 }
 
 impl Drop for PrivateInstance {
