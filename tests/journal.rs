@@ -238,6 +238,33 @@ fn a_blank_scan_gets_the_failure_tag_with_the_reason_and_no_invented_metadata() 
         r["reason"].as_str().unwrap().contains("blank scan"),
         "{journal}"
     );
+
+    // The user puts the page's text in and removes the failure tag: the next poll tries again.
+    pl.patch(
+        &format!("/api/documents/{id}/"),
+        json!({"content": "Stadtwerke Musterstadt GmbH\nStromrechnung\n\
+                           Rechnungsdatum: 14.02.2025\nGesamtbetrag 344,10 EUR."}),
+    );
+    let failed_tag = pl.object("tags", "ai-failed");
+    pl.post(
+        "/api/documents/bulk_edit/",
+        json!({"documents": [id], "method": "modify_tags",
+               "parameters": {"add_tags": [], "remove_tags": [failed_tag]}}),
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let names = pl.tag_names(&pl.get(&format!("/api/documents/{id}/")));
+        if names.contains(&"ai-processed".to_owned()) {
+            assert!(!names.contains(&"ai-failed".to_owned()), "{names:?}");
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "not retried after the failure tag was removed: {names:?}\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[test]
