@@ -181,8 +181,9 @@ pub struct PaperlessArgs {
     #[arg(long, env = "CANDLELIGHT_CREATE_CORRESPONDENTS", default_value = "no",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub create_correspondents: bool,
-    /// Who owns a correspondent candlelight creates: `document` (the document's owner, so a
-    /// name read in one user's document stays theirs) or `none` (every user's).
+    /// Who owns a correspondent candlelight creates: `document` (the document's owner, shared
+    /// as the document is, so a name read in one user's document stays theirs) or `none`
+    /// (every user's).
     #[arg(long, env = "CANDLELIGHT_CREATED_OWNER", default_value = "none",
           value_parser = ["none", "document"])]
     pub created_owner: String,

@@ -261,7 +261,7 @@ fn names_are_found_ignoring_case_before_anything_is_created() {
         .unwrap();
     assert_eq!(found.map(|n| n.id), Some(60));
     let (n, created) = rt()
-        .block_on(c.find_or_create(Kind::Correspondent, "müller & söhne gmbh", None, None))
+        .block_on(c.find_or_create(Kind::Correspondent, "müller & söhne gmbh", None, None, None))
         .unwrap();
     assert_eq!((n.id, created), (60, false));
     assert_eq!(fake.with(|s| s.count("POST", "/api/correspondents/")), 0);

@@ -242,7 +242,13 @@ fn a_document_is_offered_only_names_its_owner_may_see_and_what_we_create_is_the_
     );
     drop(s);
 
-    // A correspondent we create for Ben's document is Ben's (CANDLELIGHT_CREATED_OWNER=document).
+    // A correspondent we create for Ben's document is Ben's, and shared as the document is
+    // (CANDLELIGHT_CREATED_OWNER=document): Ben lets Ann see this document.
+    pl.patch(
+        &format!("/api/documents/{b}/"),
+        json!({"set_permissions": {"view": {"users": [ann], "groups": []},
+                                   "change": {"users": [], "groups": []}}}),
+    );
     use candlelight::paperless::apply::{apply, Policy};
     use candlelight::paperless::{PaperlessClient, Suggestion};
     let client = PaperlessClient::new(&pl.url, &pl.token).unwrap();
@@ -269,9 +275,17 @@ fn a_document_is_offered_only_names_its_owner_may_see_and_what_we_create_is_the_
         .unwrap();
     assert_eq!(applied.created_objects.len(), 1, "{applied:?}");
     let now = pl.get(&format!("/api/documents/{b}/"));
-    let created = pl.get(&format!("/api/correspondents/{}/", now["correspondent"]));
+    let created = pl.get(&format!(
+        "/api/correspondents/{}/?full_perms=true",
+        now["correspondent"]
+    ));
     assert_eq!(created["name"], coined.as_str());
     assert_eq!(created["owner"], json!(ben), "{created}");
+    assert_eq!(
+        created["permissions"]["view"]["users"],
+        json!([ann]),
+        "{created}"
+    );
 }
 
 #[test]

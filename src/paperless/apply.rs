@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::client::{Document, Kind, PaperlessClient, PaperlessError};
-use super::types::{by_name, Suggestion, Taxonomy};
+use super::types::{by_name, Permissions, Suggestion, Taxonomy};
 
 /// Paperless's own limit on titles.
 const TITLE_LIMIT: usize = 128;
@@ -248,8 +248,14 @@ pub async fn plan(
         let id = match by_name(items, name) {
             Some(n) => Some(n.id),
             None if kind == Kind::Correspondent && policy.create_correspondents => {
-                let owner = doc.owner.filter(|_| policy.created_owned_by_document_owner);
-                resolve_new(client, kind, name, None, owner, dry_run, &mut out).await?
+                // The document's owner and sharing, so the name is seen by who sees the
+                // document and by nobody else.
+                let (owner, shared) = if policy.created_owned_by_document_owner {
+                    (doc.owner, doc.permissions.as_ref())
+                } else {
+                    (None, None)
+                };
+                resolve_new(client, kind, name, None, (owner, shared), dry_run, &mut out).await?
             }
             None => {
                 out.kept
@@ -287,7 +293,16 @@ pub async fn plan(
                 Some(id) => Some(id),
                 // The marker is workflow state every user's documents share.
                 None => {
-                    resolve_new(client, Kind::Tag, name, Some(0), None, dry_run, &mut out).await?
+                    resolve_new(
+                        client,
+                        Kind::Tag,
+                        name,
+                        Some(0),
+                        (None, None),
+                        dry_run,
+                        &mut out,
+                    )
+                    .await?
                 }
             };
             out.marked_processed = true;
@@ -306,7 +321,7 @@ async fn resolve_new(
     kind: Kind,
     name: &str,
     matching_algorithm: Option<i64>,
-    owner: Option<i64>,
+    (owner, shared): (Option<i64>, Option<&Permissions>),
     dry_run: bool,
     out: &mut Applied,
 ) -> Result<Option<i64>, PaperlessError> {
@@ -319,7 +334,7 @@ async fn resolve_new(
         return Ok(None);
     }
     let (n, created) = client
-        .find_or_create(kind, name, matching_algorithm, owner)
+        .find_or_create(kind, name, matching_algorithm, owner, shared)
         .await?;
     if created {
         out.created_objects
@@ -343,6 +358,7 @@ mod tests {
             created: None,
             original_file_name: Some(file.into()),
             owner: None,
+            permissions: None,
         }
     }
 

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::types::{by_name, Named, Taxonomy, Viewer};
+use super::types::{by_name, Named, Permissions, Taxonomy, Viewer};
 
 /// Version 9 is the newest every supported Paperless accepts (2.16–2.20 stop at 9, 3.x serves
 /// 9 and 10); its document `created` is already a plain date.
@@ -83,6 +83,9 @@ pub struct Document {
     pub original_file_name: Option<String>,
     #[serde(default)]
     pub owner: Option<i64>,
+    /// Who else may see or change it (read with `full_perms=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,7 +261,8 @@ impl PaperlessClient {
     }
 
     pub async fn document(&self, id: i64) -> Result<Document, PaperlessError> {
-        self.get(&format!("/api/documents/{id}/")).await
+        self.get(&format!("/api/documents/{id}/?full_perms=true"))
+            .await
     }
 
     /// Ids of documents matching a filter query such as `tags__id__none=2`.
@@ -336,16 +340,20 @@ impl PaperlessClient {
         Ok(by_name(&found, name).or(found.first()).cloned())
     }
 
-    /// Creates an object owned by `owner` (None: visible to every user); `matching_algorithm`
-    /// 0 keeps Paperless's own auto-matching away from it.
+    /// Creates an object owned by `owner` (None: visible to every user) and shared as
+    /// `permissions` say; `matching_algorithm` 0 keeps Paperless's own auto-matching away.
     pub async fn create(
         &self,
         kind: Kind,
         name: &str,
         matching_algorithm: Option<i64>,
         owner: Option<i64>,
+        permissions: Option<&Permissions>,
     ) -> Result<Named, PaperlessError> {
         let mut body = json!({"name": name, "owner": owner});
+        if let Some(p) = permissions {
+            body["set_permissions"] = json!(p);
+        }
         if let Some(m) = matching_algorithm {
             body["matching_algorithm"] = json!(m);
         }
@@ -361,11 +369,15 @@ impl PaperlessClient {
         name: &str,
         matching_algorithm: Option<i64>,
         owner: Option<i64>,
+        permissions: Option<&Permissions>,
     ) -> Result<(Named, bool), PaperlessError> {
         if let Some(n) = self.find(kind, name, owner).await? {
             return Ok((n, false));
         }
-        match self.create(kind, name, matching_algorithm, owner).await {
+        match self
+            .create(kind, name, matching_algorithm, owner, permissions)
+            .await
+        {
             Ok(n) => Ok((n, true)),
             Err(PaperlessError::DuplicateName) => {
                 tracing::info!(

@@ -274,6 +274,7 @@ mod tests {
             created: Some("2024-01-02".into()),
             original_file_name: None,
             owner: None,
+            permissions: None,
         }
     }
 

@@ -472,7 +472,7 @@ impl Paperless {
             let (t, _) = self
                 .0
                 .client
-                .find_or_create(super::client::Kind::Tag, tag, Some(0), None)
+                .find_or_create(super::client::Kind::Tag, tag, Some(0), None, None)
                 .await
                 .map_err(|pe| pe.to_string())?;
             self.0
@@ -865,7 +865,7 @@ impl Paperless {
         let (tag, _) = self
             .0
             .client
-            .find_or_create(super::client::Kind::Tag, name, Some(0), None)
+            .find_or_create(super::client::Kind::Tag, name, Some(0), None, None)
             .await?;
         self.0.journal.record(&Record {
             at: chrono::Utc::now().to_rfc3339(),
