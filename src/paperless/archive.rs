@@ -321,6 +321,20 @@ impl ArchiveView<'_> {
         items.iter().find(|n| n.id == id).map(|n| n.name.clone())
     }
 
+    /// An entry's type and tags by name (labels the taxonomy no longer has are dropped).
+    fn labels(&self, e: &Entry) -> (Option<String>, Vec<String>) {
+        let t = self.taxonomy;
+        let kind = e
+            .document_type
+            .and_then(|c| Self::name(&t.document_types, c));
+        let tags = e
+            .tags
+            .iter()
+            .filter_map(|c| Self::name(&t.tags, *c))
+            .collect();
+        (kind, tags)
+    }
+
     /// The entries this view may learn from, but `exclude`.
     fn visible<'s>(&self, s: &'s State, exclude: Option<&str>) -> Vec<&'s Entry> {
         s.entries
@@ -345,6 +359,7 @@ impl Neighbours for ArchiveView<'_> {
             .into_iter()
             .map(|(similarity, i)| {
                 let e = entries[i];
+                let (document_type, tags) = self.labels(e);
                 Neighbour {
                     id: e.id.to_string(),
                     similarity,
@@ -352,14 +367,8 @@ impl Neighbours for ArchiveView<'_> {
                     correspondent: e
                         .correspondent
                         .and_then(|c| Self::name(&t.correspondents, c)),
-                    document_type: e
-                        .document_type
-                        .and_then(|c| Self::name(&t.document_types, c)),
-                    tags: e
-                        .tags
-                        .iter()
-                        .filter_map(|c| Self::name(&t.tags, *c))
-                        .collect(),
+                    document_type,
+                    tags,
                 }
             })
             .collect()
@@ -367,16 +376,8 @@ impl Neighbours for ArchiveView<'_> {
 
     fn each_labelled(&self, exclude: Option<&str>, f: &mut dyn FnMut(Filing<'_>)) {
         let s = self.archive.read();
-        let t = self.taxonomy;
         for e in self.visible(&s, exclude) {
-            let kind = e
-                .document_type
-                .and_then(|c| Self::name(&t.document_types, c));
-            let tags: Vec<String> = e
-                .tags
-                .iter()
-                .filter_map(|c| Self::name(&t.tags, *c))
-                .collect();
+            let (kind, tags) = self.labels(e);
             f(Filing {
                 text: &e.head,
                 document_type: kind.as_deref(),

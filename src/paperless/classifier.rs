@@ -229,7 +229,7 @@ impl Classifier {
 
         // Tags: per entry, rule + neighbours + the strongest topics the text shows.
         let tag_meaning = self.meanings(&t.tags, TOPICS, &filed.tags).await?;
-        let shown = filed::shown_topics(text);
+        let shown = concepts::shown_topics(text);
         let tag_names = names(&t.tags);
         let tag_shares = fusion::shares(&tag_names, neighbours, &w, |n| {
             n.tags.iter().map(String::as_str).collect()

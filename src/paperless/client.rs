@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::types::{by_name, Named, Permissions, Taxonomy, Viewer};
+use super::types::{by_name, matching, Named, Permissions, Taxonomy, Viewer};
 
 /// Version 9 is the newest every supported Paperless accepts (2.16–2.20 stop at 9, 3.x serves
 /// 9 and 10); its document `created` is already a plain date.
@@ -359,6 +359,15 @@ impl PaperlessClient {
         }
         let v = self.call(Method::POST, kind.path(), Some(&body)).await?;
         decode(v, kind.path())
+    }
+
+    /// A workflow-state tag (the failure or review tag): every user's, and with matching
+    /// "none", so Paperless never puts it on documents by itself. Created if missing.
+    pub async fn marker_tag(&self, name: &str) -> Result<Named, PaperlessError> {
+        let (tag, _) = self
+            .find_or_create(Kind::Tag, name, Some(matching::NONE), None, None)
+            .await?;
+        Ok(tag)
     }
 
     /// Finds `name` (ignoring case) or creates it; a concurrent creation (the duplicate-name

@@ -306,6 +306,18 @@ pub fn topic_cues(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// The topics a text is about: those with at least half the cues of the strongest (a tag
+/// needs more than a passing mention).
+pub fn shown_topics(text: &str) -> Vec<usize> {
+    let topics = topic_cues(text);
+    let strongest = topics.first().map_or(0, |(_, n)| *n);
+    topics
+        .iter()
+        .filter(|(_, n)| 2 * n >= strongest)
+        .map(|(c, _)| *c)
+        .collect()
+}
+
 /// The cue of topic `concept` that occurs most often in `text` (for the explanation).
 pub fn topic_word(text: &str, concept: usize) -> Option<&'static str> {
     let lower = text.to_lowercase();

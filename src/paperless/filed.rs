@@ -21,18 +21,6 @@ pub struct Filed {
     pub document_types: Lift,
 }
 
-/// Topic concepts a text shows: those with at least half the cues of the strongest (the same
-/// rule that judges a new document's topics).
-pub fn shown_topics(text: &str) -> Vec<usize> {
-    let topics = concepts::topic_cues(text);
-    let strongest = topics.first().map_or(0, |(_, n)| *n);
-    topics
-        .iter()
-        .filter(|(_, n)| 2 * n >= strongest)
-        .map(|(c, _)| *c)
-        .collect()
-}
-
 /// Counts of one kind of entry: documents per entry, per (entry, concept), per concept.
 struct Counts {
     entry: Vec<usize>,
@@ -96,7 +84,7 @@ pub fn learn(neighbours: &dyn Neighbours, exclude: Option<&str>, t: &Taxonomy) -
     let mut types = Counts::new(t.document_types.len(), TYPES.len());
     neighbours.each_labelled(exclude, &mut |doc| {
         let names: Vec<&str> = doc.tags.iter().map(String::as_str).collect();
-        tags.add(&indices(&t.tags, &names), &shown_topics(doc.text));
+        tags.add(&indices(&t.tags, &names), &concepts::shown_topics(doc.text));
         let kind: Vec<usize> = concepts::type_cue(doc.text)
             .map(|c| c.concept)
             .into_iter()

@@ -37,7 +37,8 @@ pub trait Neighbours: Send + Sync {
     /// id is `exclude` (the document itself).
     fn nearest(&self, vector: &[f32], k: usize, exclude: Option<&str>) -> Vec<Neighbour>;
 
-    /// Calls `f` with how every labelled document but `exclude` was filed: how the owner filed, to learn what the entries mean (`filed.rs`).
+    /// Calls `f` with how every labelled document but `exclude` was filed (`filed.rs` learns
+    /// from it what the entries mean).
     fn each_labelled(&self, exclude: Option<&str>, f: &mut dyn FnMut(Filing<'_>));
 }
 

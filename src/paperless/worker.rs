@@ -468,11 +468,10 @@ impl Paperless {
             return;
         }
         let tagged = async {
-            // Matching "none": Paperless must never put this tag on documents by itself.
-            let (t, _) = self
+            let t = self
                 .0
                 .client
-                .find_or_create(super::client::Kind::Tag, tag, Some(0), None, None)
+                .marker_tag(tag)
                 .await
                 .map_err(|pe| pe.to_string())?;
             self.0
@@ -692,6 +691,9 @@ impl Paperless {
             (Some(_), false) => self.0.journal.parked(id)?,
             _ => None,
         };
+        let from_review = parked.is_some();
+        // Review mode parks a fresh classification instead of writing it.
+        let park = self.0.settings.review_tag.is_some() && !from_review;
         // No invented metadata for a blank scan or OCR noise: the failure tag says why.
         if !super::evidence::readable(&doc.content) {
             return Err(ProcessError::NoText);
@@ -706,9 +708,10 @@ impl Paperless {
         };
         // What names are written as: the visible objects (another owner may have one of the
         // same name) and the marker tags, wherever they are.
+        let workflow_tags = [ai_tag, failed_tag, review_tag];
         let mut scope = visible.clone();
         for t in taxonomy.tags.iter() {
-            if [ai_tag, failed_tag, review_tag].contains(&Some(t.id)) && !scope.tags.contains(t) {
+            if workflow_tags.contains(&Some(t.id)) && !scope.tags.contains(t) {
                 scope.tags.push(t.clone());
             }
         }
@@ -716,7 +719,7 @@ impl Paperless {
             tags: visible
                 .tags
                 .iter()
-                .filter(|t| ![ai_tag, failed_tag, review_tag].contains(&Some(t.id)))
+                .filter(|t| !workflow_tags.contains(&Some(t.id)))
                 .filter(|t| !only.contains(&t.id))
                 .cloned()
                 .collect(),
@@ -765,8 +768,6 @@ impl Paperless {
                 }
             }
         };
-        let from_review = self.0.settings.review_tag.is_some() && c.explanation.is_none();
-        let park = self.0.settings.review_tag.is_some() && !from_review;
         timings.classify_ms = ms(t.elapsed());
         let t = Instant::now();
         // Classifying takes seconds to tens of seconds: decide what the user has set on the
@@ -861,12 +862,7 @@ impl Paperless {
         start: Instant,
     ) -> Result<Report, ProcessError> {
         let name = self.0.settings.review_tag.as_deref().unwrap_or_default();
-        // Matching "none": Paperless must never put this tag on documents by itself.
-        let (tag, _) = self
-            .0
-            .client
-            .find_or_create(super::client::Kind::Tag, name, Some(0), None, None)
-            .await?;
+        let tag = self.0.client.marker_tag(name).await?;
         self.0.journal.record(&Record {
             at: chrono::Utc::now().to_rfc3339(),
             document_id: id,
