@@ -134,12 +134,7 @@ fn classify_over_http_and_on_the_command_line() {
         .env_remove("OLLAMA_MODEL")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json_stdout(&out);
     check(&v["suggestion"]);
 }
 

@@ -21,12 +21,7 @@ fn cli_undo(pl: &RealPaperless, data: &std::path::Path, args: &[&str]) -> Value 
         .env("CANDLELIGHT_MODELS_DIR", data.join("no-models"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::json_stdout(&out)
 }
 
 #[test]
@@ -79,11 +74,7 @@ fn undo_takes_back_our_writes_and_keeps_what_the_user_changed_since() {
         .contains(&json!(strom)));
 
     // The journal has the write, with the values before and after.
-    let journal =
-        reqwest::blocking::get(format!("{}/api/paperless/journal?document_id={id}", s.url))
-            .unwrap()
-            .json::<Value>()
-            .unwrap();
+    let journal = s.get_json(&format!("/api/paperless/journal?document_id={id}"));
     let records = journal["records"].as_array().unwrap();
     assert_eq!(records.len(), 1, "{journal}");
     assert_eq!(records[0]["action"], "write");
@@ -227,11 +218,7 @@ fn a_blank_scan_gets_the_failure_tag_with_the_reason_and_no_invented_metadata() 
         "a failed document is not marked processed"
     );
     assert!(s.log().contains("no readable text"), "{}", s.log());
-    let journal =
-        reqwest::blocking::get(format!("{}/api/paperless/journal?document_id={id}", s.url))
-            .unwrap()
-            .json::<Value>()
-            .unwrap();
+    let journal = s.get_json(&format!("/api/paperless/journal?document_id={id}"));
     let r = &journal["records"][0];
     assert_eq!(r["trigger"], "give_up", "{journal}");
     assert!(
@@ -361,11 +348,7 @@ fn review_mode_parks_the_suggestion_until_the_user_removes_the_review_tag() {
     };
     assert_eq!(doc["document_type"], json!(type_id), "{doc}");
     assert!(!pl.tag_names(&doc).contains(&review));
-    let journal =
-        reqwest::blocking::get(format!("{}/api/paperless/journal?document_id={id}", s.url))
-            .unwrap()
-            .json::<Value>()
-            .unwrap();
+    let journal = s.get_json(&format!("/api/paperless/journal?document_id={id}"));
     let actions: Vec<&str> = journal["records"]
         .as_array()
         .unwrap()

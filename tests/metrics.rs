@@ -163,11 +163,7 @@ fn gpu_state_is_reported_consistently_with_or_without_a_gpu() {
         .args(["gpu", "--json"])
         .output()
         .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
+    common::assert_success(&cli);
     let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
     let table = std::process::Command::new(env!("CARGO_BIN_EXE_candlelight"))
         .arg("gpu")

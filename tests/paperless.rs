@@ -5,12 +5,12 @@
 mod common;
 mod fake_paperless;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candlelight::paperless::apply::{apply, Policy};
 use candlelight::paperless::client::Kind;
 use candlelight::paperless::{PaperlessClient, PaperlessError, Suggestion};
-use common::Server;
+use common::{wait_until, Server};
 use fake_paperless::{Doc, FakePaperless, Fault, Obj, State, TOKEN};
 use serde_json::{json, Value};
 
@@ -363,14 +363,6 @@ fn serve_with(fake: &FakePaperless, extra_env: &[(&str, &str)]) -> Server {
     Server::start_with_env(&[], &env)
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn post(url: &str, body: &Value) -> (u16, Value) {
     let r = reqwest::blocking::Client::new()
         .post(url)
@@ -539,12 +531,7 @@ fn cli_classifies_a_document_by_id_and_post_consume_script_queues() {
         .env("PAPERLESS_API_TOKEN", TOKEN)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json_stdout(&out);
     assert_eq!(report["document_id"], 2);
     assert_eq!(report["outcome"], "dry_run");
     assert_eq!(writes(&fake), 0);

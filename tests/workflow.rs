@@ -7,9 +7,9 @@
 mod common;
 mod real_paperless;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Server;
+use common::{wait_until, Server};
 use real_paperless::RealPaperless;
 use serde_json::{json, Value};
 
@@ -32,16 +32,8 @@ fn serve(pl: &RealPaperless, data: &std::path::Path, host: &str, env: &[(&str, &
     Server::start_with_env(&["--host", host], &all)
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
+/// Real Paperless consumes a document every few seconds: minutes, not seconds.
+const PATIENCE: Duration = Duration::from_secs(240);
 
 #[test]
 fn a_document_added_workflow_classifies_every_upload_once_even_across_a_restart() {
@@ -96,15 +88,13 @@ fn a_document_added_workflow_classifies_every_upload_once_even_across_a_restart(
         );
     }
     let ids: Vec<i64> = titles.iter().map(|t| pl.consumed(t)).collect();
-    let marked = |id: i64| {
-        let doc = pl.get(&format!("/api/documents/{id}/"));
-        pl.tag_names(&doc).contains(&"ai-processed".to_owned())
-    };
+    let marked = |id: i64| pl.has_tag(id, "ai-processed");
 
     // The webhook brought the first one in; candlelight then stops with the rest queued or
     // not yet consumed, and comes back on the same address with polling on.
     wait_until(
         "the workflow's webhook to get a document classified",
+        PATIENCE,
         || ids.iter().any(|&id| marked(id)),
     );
     drop(s);
@@ -114,7 +104,7 @@ fn a_document_added_workflow_classifies_every_upload_once_even_across_a_restart(
         &host,
         &[&only_inbox[..], &[("SCAN_INTERVAL", "2s")]].concat(),
     );
-    wait_until("every uploaded document classified", || {
+    wait_until("every uploaded document classified", PATIENCE, || {
         ids.iter().all(|&id| marked(id))
     });
     // Polling and late webhooks have a few more rounds to do something twice.
@@ -312,10 +302,11 @@ fn paperless_runs_the_post_consume_script_and_the_document_is_classified() {
          Verbrauch 1.240 kWh, Gesamtbetrag 344,10 EUR.",
     );
     // Polling is off and no workflow exists: only the script can have brought it in.
-    wait_until("the post-consume script's document classified", || {
-        let doc = pl.get(&format!("/api/documents/{id}/"));
-        pl.tag_names(&doc).contains(&"ai-processed".to_owned())
-    });
+    wait_until(
+        "the post-consume script's document classified",
+        PATIENCE,
+        || pl.has_tag(id, "ai-processed"),
+    );
     let log = s.log();
     assert!(
         log.contains("trigger=\"webhook\"") || log.contains("trigger=webhook"),
@@ -355,9 +346,8 @@ fn a_document_queued_while_paperless_is_down_is_finished_once_it_is_back() {
     instance.restart();
     // Nothing was lost: the queue's retries or polling finish it once Paperless is back, and
     // it was written once, not half.
-    wait_until("the document classified after the outage", || {
-        let doc = pl.get(&format!("/api/documents/{id}/"));
-        pl.tag_names(&doc).contains(&"ai-processed".to_owned())
+    wait_until("the document classified after the outage", PATIENCE, || {
+        pl.has_tag(id, "ai-processed")
     });
     std::thread::sleep(Duration::from_secs(4));
     let doc = pl.get(&format!("/api/documents/{id}/"));

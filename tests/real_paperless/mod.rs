@@ -40,6 +40,16 @@ impl RealPaperless {
         Server::start_with_env(&[], &env)
     }
 
+    /// Whether document `id` carries the tag named `name` now.
+    pub fn has_tag(&self, id: i64, name: &str) -> bool {
+        let found = self.get(&format!("/api/tags/?name__iexact={}", urlenc(name)));
+        let Some(tag) = found["results"][0]["id"].as_i64() else {
+            return false;
+        };
+        let doc = self.get(&format!("/api/documents/{id}/"));
+        doc["tags"].as_array().unwrap().contains(&tag.into())
+    }
+
     /// The names of a document's tags.
     pub fn tag_names(&self, doc: &Value) -> Vec<String> {
         doc["tags"]
@@ -255,11 +265,7 @@ impl PrivateInstance {
             .env("PAPERLESS_HARNESS_DIR", &self.dir)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::common::assert_success(&out);
     }
 
     /// Starts it again on the same address, with its data.
