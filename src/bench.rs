@@ -74,7 +74,7 @@ pub fn run(
     }
     Ok(BenchReport {
         model: setup.model.clone(),
-        quantization: lm.info.quantization.clone(),
+        quantization: lm.card.info.quantization.clone(),
         device: setup.device.clone(),
         threads: setup.threads,
         prompt_tokens: prompt.len(),

@@ -106,7 +106,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
          prompt: {} tokens in {:.2}s ({:.1} tok/s)\n\
          eval:   {} tokens in {:.2}s ({:.1} tok/s), finish: {}",
         args.model,
-        lm.info.quantization,
+        lm.card.info.quantization,
         done.prompt_tokens,
         secs(done.prompt_eval),
         done.prompt_tokens as f64 / secs(done.prompt_eval),

@@ -12,6 +12,8 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+use crate::engine::model::{gguf_tensor_name, RopeScaling};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShapedError {
     #[error("{0}")]
@@ -344,7 +346,7 @@ pub fn write_gguf(
         ));
     }
     for (hf_name, dims, norm) in shape.hf_tensors() {
-        let (name, layer) = gguf_name(&hf_name);
+        let (name, layer) = gguf_tensor_name(&hf_name);
         let mut t = random_tensor(&mut rng, &dims, norm)?;
         if name.ends_with("attn_q.weight") {
             t = permute_for_interleaved_rope(&t, shape.heads)?;
@@ -426,31 +428,6 @@ fn write_tokenizer_json(src: &Path, vocab_size: usize, dst: &Path) -> Result<()>
     Ok(())
 }
 
-/// `model.layers.3.self_attn.q_proj.weight` -> (`blk.3.attn_q.weight`, Some(3)).
-fn gguf_name(hf: &str) -> (String, Option<usize>) {
-    match hf {
-        "model.embed_tokens.weight" => return ("token_embd.weight".into(), None),
-        "model.norm.weight" => return ("output_norm.weight".into(), None),
-        _ => {}
-    }
-    let rest = hf.trim_start_matches("model.layers.");
-    let (layer, part) = rest.split_once('.').unwrap_or(("0", rest));
-    let part = part.trim_end_matches(".weight");
-    let gguf = match part {
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        other => other,
-    };
-    (format!("blk.{layer}.{gguf}.weight"), layer.parse().ok())
-}
-
 /// llama.cpp's converter reorders Q/K rows from the halves pairing to interleaved pairs.
 fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
@@ -461,24 +438,13 @@ fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
 
 /// Llama 3's per-frequency divisors, as the converter stores them in `rope_freqs.weight`.
 fn llama3_rope_divisors(shape: &Shape, r: Llama3Rope) -> Vec<f32> {
-    let d = shape.head_dim();
-    let low_wavelen = r.original_context as f32 / r.low_freq_factor;
-    let high_wavelen = r.original_context as f32 / r.high_freq_factor;
-    (0..d / 2)
-        .map(|i| {
-            let freq = 1.0 / shape.rope_theta.powf(2.0 * i as f32 / d as f32);
-            let wavelen = 2.0 * std::f32::consts::PI / freq;
-            if wavelen < high_wavelen {
-                1.0
-            } else if wavelen > low_wavelen {
-                r.factor
-            } else {
-                let smooth = (r.original_context as f32 / wavelen - r.low_freq_factor)
-                    / (r.high_freq_factor - r.low_freq_factor);
-                1.0 / ((1.0 - smooth) / r.factor + smooth)
-            }
-        })
-        .collect()
+    RopeScaling::Llama3 {
+        factor: r.factor,
+        low_freq_factor: r.low_freq_factor,
+        high_freq_factor: r.high_freq_factor,
+        original_context: r.original_context,
+    }
+    .divisors(shape.rope_theta, shape.head_dim())
 }
 
 #[cfg(test)]
@@ -513,11 +479,11 @@ mod tests {
     #[test]
     fn gguf_names_follow_llama_cpp() {
         assert_eq!(
-            gguf_name("model.layers.12.mlp.down_proj.weight"),
+            gguf_tensor_name("model.layers.12.mlp.down_proj.weight"),
             ("blk.12.ffn_down.weight".into(), Some(12))
         );
         assert_eq!(
-            gguf_name("model.embed_tokens.weight"),
+            gguf_tensor_name("model.embed_tokens.weight"),
             ("token_embd.weight".into(), None)
         );
     }

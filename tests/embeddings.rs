@@ -297,3 +297,42 @@ fn multilingual_e5_matches_its_reference_implementation() {
     assert_eq!(show["capabilities"], json!(["embedding"]), "{show}");
     assert_eq!(show["details"]["quantization_level"], "Q4_0");
 }
+
+#[test]
+fn a_load_holds_up_neither_another_model_nor_the_model_list() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let slow = {
+        let (url, order) = (s.url.clone(), order.clone());
+        // The packed multilingual encoder takes the longest to load of the test models
+        // (its 250k-row vocabulary and dequantized matrices).
+        std::thread::spawn(move || {
+            let r = Client::new()
+                .post(format!("{url}/api/embed"))
+                .json(&json!({"model": "multilingual-e5", "input": "x"}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            order.lock().unwrap().push("e5 loaded");
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let ps = s.get_json("/api/ps");
+    order.lock().unwrap().push("ps answered");
+    let (st, v) = s.post(
+        "/api/generate",
+        json!({"model": LLM, "prompt": "hi", "stream": false, "options": {"num_predict": 1}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    order.lock().unwrap().push("smollm2 answered");
+    slow.join().unwrap();
+    // Loading one model holds no lock the others need: the list and another model's request
+    // are answered while the encoder is still loading.
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["ps answered", "smollm2 answered", "e5 loaded"],
+        "{ps}\n{}",
+        s.log()
+    );
+}

@@ -132,7 +132,7 @@ fn chat_template_renders_the_reference_conversations() {
         (shaped().safetensors.clone(), "safetensors"),
     ] {
         let lm = load(&path);
-        assert_eq!(lm.template.name(), "llama3", "{source}");
+        assert_eq!(lm.card.template.name(), "llama3", "{source}");
         for chat in reference()["chats"].as_array().unwrap() {
             let messages: Vec<ChatMessage> = chat["messages"]
                 .as_array()
@@ -143,10 +143,14 @@ fn chat_template_renders_the_reference_conversations() {
                 })
                 .collect();
             let gen = chat["generation_prompt"].as_bool().unwrap();
-            let got = lm.template.render(&messages, gen, &lm.tokenizer).unwrap();
+            let got = lm
+                .card
+                .template
+                .render(&messages, gen, &lm.tokenizer)
+                .unwrap();
             assert_eq!(got, ids(&chat["ids"]), "{source}: {:?}", chat["text"]);
             assert_eq!(
-                lm.template.render_text(&messages, gen),
+                lm.card.template.render_text(&messages, gen),
                 chat["text"].as_str().unwrap(),
                 "{source}"
             );
@@ -166,7 +170,7 @@ fn every_format_of_the_shape_loads_as_the_same_model() {
     let mut results = Vec::new();
     for path in [&shaped().safetensors, &shaped().q8_0, &shaped().q4_k_m] {
         let lm = load(path);
-        let md = &lm.info.metadata;
+        let md = &lm.card.info.metadata;
         assert_eq!(md["llama.embedding_length"], 256, "{}", path.display());
         assert_eq!(md["llama.attention.head_count_kv"], 1);
         assert_eq!(md["llama.context_length"], 131_072);
@@ -178,7 +182,7 @@ fn every_format_of_the_shape_loads_as_the_same_model() {
             .to_vec1()
             .unwrap();
         assert_eq!(logits.len(), 128_256);
-        results.push((lm.info.quantization.clone(), logits));
+        results.push((lm.card.info.quantization.clone(), logits));
     }
     let quants: Vec<&str> = results.iter().map(|(q, _)| q.as_str()).collect();
     assert_eq!(quants, ["BF16", "Q8_0", "Q4_K_M"]);

@@ -102,7 +102,7 @@ fn write_safetensors(
         .save_json(&dir.join("tokenizer.json"))
         .unwrap();
     let tc = serde_json::json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-        "chat_template": tok.info.chat_template});
+        "chat_template": tok.card.info.chat_template});
     std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
 }
 
@@ -280,8 +280,8 @@ fn safetensors_and_gguf_compute_the_same_model() {
         write_gguf(&dir.path().join("f32.gguf"), &w, GgmlDType::F32, None, 8192);
     }
     let st = open(&dir.path().join("st-f32"));
-    assert_eq!(st.info.format, "safetensors");
-    assert_eq!(st.template.name(), "chatml");
+    assert_eq!(st.card.info.format, "safetensors");
+    assert_eq!(st.card.template.name(), "chatml");
     let gguf = open(&dir.path().join("f32.gguf"));
     let (a, b) = (logits(&st), logits(&gguf));
     assert!(
@@ -291,7 +291,7 @@ fn safetensors_and_gguf_compute_the_same_model() {
     );
     for dt in ["F16", "BF16"] {
         let lm = open(&dir.path().join(format!("st-{dt}")));
-        assert_eq!(lm.info.quantization, dt);
+        assert_eq!(lm.card.info.quantization, dt);
         let c = cosine(&a, &logits(&lm));
         assert!(c > 0.999, "{dt}: cosine {c}");
     }
@@ -368,7 +368,7 @@ fn every_llama_gguf_quantization_loads_and_stays_close() {
     let reference = logits(&open(&dir.path().join("F32.gguf")));
     for (t, min_cos) in types {
         let lm = open(&dir.path().join(format!("{t:?}.gguf")));
-        assert_eq!(lm.info.quantization, format!("{t:?}"));
+        assert_eq!(lm.card.info.quantization, format!("{t:?}"));
         let c = cosine(&reference, &logits(&lm));
         assert!(c > min_cos, "{t:?}: cosine {c} <= {min_cos}");
     }

@@ -305,6 +305,21 @@ fn liveness_version_streaming_and_final_fields() {
 fn context_continues_a_conversation_and_load_unload_work() {
     let _one = common::serial();
     let s = Server::start(&[]);
+    // The card read from the file (not loaded) is the one the loaded model carries.
+    let (st, unloaded) = s.post("/api/show", json!({"model": MODEL}));
+    assert_eq!(st, 200, "{unloaded}");
+    assert!(
+        unloaded["parameters"]
+            .as_str()
+            .unwrap()
+            .contains("stop \"<|im_end|>\""),
+        "{unloaded}"
+    );
+    assert!(unloaded["template"]
+        .as_str()
+        .unwrap()
+        .contains("<|im_start|>assistant"));
+    assert_eq!(unloaded["capabilities"], json!(["completion"]));
     let (st, first) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "My name is Ada.",
@@ -319,6 +334,11 @@ fn context_continues_a_conversation_and_load_unload_work() {
         "context": context, "stream": false, "options": {"temperature": 0, "num_predict": 6}}),
     );
     assert_eq!(st, 200);
+    let (_, loaded) = s.post("/api/show", json!({"model": MODEL}));
+    assert_eq!(
+        loaded, unloaded,
+        "/api/show is the same once the model is loaded"
+    );
     let ctx2 = second["context"].as_array().unwrap();
     assert!(
         ctx2.starts_with(&context),
@@ -509,6 +529,17 @@ fn full_queue_is_503_and_a_client_leaving_frees_its_slot() {
     );
     assert_eq!(st, 503, "{v}");
     assert!(v["error"].as_str().unwrap().contains("busy"), "{v}");
+    // A schema that cannot compile is refused at admission with 400, not queued (the full
+    // queue would answer 503) and not failed later by the busy model's worker.
+    let (st, v) = s.post(
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "hi", "stream": false, "format": {"type": "nonsense"}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("invalid JSON schema"),
+        "{v}"
+    );
     // The client goes away mid-stream: generation stops and the slot frees up, long before
     // 3000 tokens could have been generated.
     drop(stream);

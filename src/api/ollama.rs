@@ -420,10 +420,6 @@ fn details(info: &ModelInfo) -> Value {
     })
 }
 
-fn inspect(path: &std::path::Path, model: &str) -> Result<ModelInfo, ApiError> {
-    crate::engine::inspect(path).map_err(|e| ApiError::from_engine(model, e))
-}
-
 fn tag_entry(state: &AppState, m: &LocalModel) -> Option<Value> {
     let info = crate::engine::inspect(&m.path).ok()?;
     let digest = state.engine.store().digest(m).ok()?;
@@ -452,24 +448,6 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({ "models": models })))
 }
 
-/// The model's template in Ollama's Go-template notation (what `/api/show` reports).
-fn go_template(t: &ChatTemplate) -> &'static str {
-    match t {
-        ChatTemplate::ChatMl { .. } => {
-            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
-        }
-        ChatTemplate::Llama3 {
-            system_preamble: Some(_),
-        } => {
-            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n{{ if .System }}{{ .System }}{{ end }}<|eot_id|>{{- range .Messages }}{{ if ne .Role \"system\" }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
-        }
-        ChatTemplate::Llama3 { .. } => {
-            "<|begin_of_text|>{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
-        }
-        ChatTemplate::Plain => "{{ .Prompt }}",
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct ShowBody {
     #[serde(alias = "name")]
@@ -486,49 +464,33 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
         .store()
         .resolve(&model)
         .map_err(|e| ApiError::from_store(&model, e))?;
-    let path = resolved.path.clone();
-    let name = model.clone();
-    let (info, template, stops) = state
-        .blocking(move || {
-            let info = inspect(&path, &name)?;
-            if info.kind == ModelKind::Embedding {
-                // An encoder has no chat template and no stop tokens.
-                return Ok::<_, ApiError>((info, ChatTemplate::Plain, Vec::new()));
-            }
-            // Template and stop tokens need the tokenizer, which GGUF metadata holds.
-            let tok = match info.format {
-                "gguf" => crate::engine::Tokenizer::for_gguf(
-                    &path,
-                    &candle_core::quantized::gguf_file::Content::read(
-                        &mut std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| {
-                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                        })?),
-                    )
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-                ),
-                _ => crate::engine::Tokenizer::from_hf_dir(&path),
-            }
-            .map_err(|e| ApiError::from_engine(&name, e))?;
-            let template = ChatTemplate::detect(info.chat_template.as_deref(), &tok);
-            let stops: Vec<String> = template
-                .stop_tokens(&tok)
-                .iter()
-                .map(|id| tok.decode(&[*id]))
-                .collect();
-            Ok::<_, ApiError>((info, template, stops))
-        })
-        .await??;
+    // A loaded model's card is at hand; otherwise the file's header has everything.
+    let loaded = state.engine.running().await;
+    let card = match loaded.iter().find(|m| m.name == resolved.name) {
+        Some(m) => m.card.clone(),
+        None => {
+            let path = resolved.path.clone();
+            let name = model.clone();
+            state
+                .blocking(move || {
+                    crate::engine::card(&path).map_err(|e| ApiError::from_engine(&name, e))
+                })
+                .await??
+        }
+    };
+    let info = &card.info;
     let mut model_info: Map<String, Value> = info.metadata.clone().into_iter().collect();
     model_info.insert(
         "general.parameter_count".into(),
         json!(info.parameter_count),
     );
-    let parameters = stops
+    let parameters = card
+        .stop_strings
         .iter()
         .map(|s| format!("stop {}", serde_json::to_string(s).unwrap_or_default()))
         .collect::<Vec<_>>()
         .join("\n");
-    let template_text = go_template(&template);
+    let template_text = card.template.go_template();
     let modified = std::fs::metadata(&resolved.path)
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -537,14 +499,14 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
             resolved.path.display(), template_text, parameters),
         "parameters": parameters,
         "template": template_text,
-        "details": details(&info),
+        "details": details(info),
         "model_info": model_info,
-        "capabilities": info.kind.capabilities(),
+        "capabilities": card.capabilities(),
         "modified_at": rfc3339(modified),
     });
     if let ChatTemplate::ChatMl {
         default_system: Some(s),
-    } = &template
+    } = &card.template
     {
         out["system"] = json!(s);
     }
@@ -563,7 +525,7 @@ fn ps_entry(state: &AppState, m: &Loaded) -> Value {
         .store()
         .list()
         .ok()
-        .and_then(|l| l.into_iter().find(|x| x.path == m.info.path))
+        .and_then(|l| l.into_iter().find(|x| x.path == m.card.info.path))
         .and_then(|x| state.engine.store().digest(&x).ok())
         .unwrap_or_default();
     json!({
@@ -571,10 +533,10 @@ fn ps_entry(state: &AppState, m: &Loaded) -> Value {
         "model": m.name,
         "size": size,
         "digest": digest,
-        "details": details(&m.info),
+        "details": details(&m.card.info),
         "expires_at": rfc3339(expires),
         "size_vram": if m.on_gpu { size } else { 0 },
-        "context_length": match m.info.kind {
+        "context_length": match m.card.info.kind {
             ModelKind::Embedding => m.config.context_length,
             ModelKind::Generative => opts.num_ctx.min(m.config.max_positions),
         },

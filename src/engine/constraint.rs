@@ -6,7 +6,7 @@
 //! crate): control tokens are marked with llguidance's 0xFF prefix, and EOS is the chat
 //! model's end-of-turn token, so generation ends as soon as the root JSON value is complete.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
@@ -44,6 +44,52 @@ impl TokenizerEnv for Env {
                 .unwrap_or_else(|_| self.trie.greedy_tokenize(s)),
             Err(_) => self.trie.greedy_tokenize(s),
         }
+    }
+}
+
+/// A model's grammar compiler, shared by the worker and the engine's admission (a bad schema is
+/// refused before it is queued). The parser factory is built on first use: not every model
+/// serves constrained requests, and building it walks the whole vocabulary.
+#[derive(Clone)]
+pub struct Grammars {
+    tokenizer: Arc<Tokenizer>,
+    vocab_size: usize,
+    stop_tokens: Vec<u32>,
+    factory: Arc<OnceLock<ConstraintFactory>>,
+}
+
+impl Grammars {
+    pub fn new(tokenizer: Arc<Tokenizer>, vocab_size: usize, stop_tokens: Vec<u32>) -> Self {
+        Self {
+            tokenizer,
+            vocab_size,
+            stop_tokens,
+            factory: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The parser factory; its EOS is the end-of-turn token.
+    pub fn factory(&self) -> Result<&ConstraintFactory, EngineError> {
+        if let Some(f) = self.factory.get() {
+            return Ok(f);
+        }
+        // The template's end-of-turn marker comes first in `stop_tokens` order only by id; pick
+        // it explicitly so a chat answer ends where the turn ends.
+        let eos = ["<|im_end|>", "<|eot_id|>"]
+            .iter()
+            .find_map(|n| self.tokenizer.special_id(n))
+            .or(self.tokenizer.eos)
+            .or(self.stop_tokens.first().copied())
+            .ok_or_else(|| {
+                EngineError::BadModel("the model has no end-of-sequence token".into())
+            })?;
+        let f = ConstraintFactory::new(self.tokenizer.clone(), self.vocab_size, eos)?;
+        Ok(self.factory.get_or_init(|| f))
+    }
+
+    /// A fresh matcher for `format` (a schema llguidance cannot compile is a 400).
+    pub fn compile(&self, format: &Format) -> Result<Constraint, EngineError> {
+        self.factory()?.matcher(format)
     }
 }
 

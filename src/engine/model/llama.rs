@@ -5,10 +5,10 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::kernels::{self, Weight};
-use super::kv_cache::KvCache;
-use super::model::{LanguageModel, ModelConfig, RopeScaling, RopeStyle, WeightSource};
-use super::EngineError;
+use super::spec::{LanguageModel, ModelConfig, RopeStyle, WeightSource};
+use crate::engine::kernels::{self, Weight};
+use crate::engine::kv_cache::KvCache;
+use crate::engine::EngineError;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -288,38 +288,18 @@ pub(crate) fn rope_inv_freqs(cfg: &ModelConfig, freq_factors: Option<&[f32]>) ->
         .step_by(2)
         .map(|i| 1.0 / cfg.rope_theta.powf(i as f32 / dim as f32))
         .collect();
-    if let Some(factors) = freq_factors {
-        // GGUF stores the Llama 3 scaling precomputed as divisors (llama.cpp `rope_freqs`).
-        for (f, d) in freqs.iter_mut().zip(factors) {
-            *f /= d;
+    // GGUF files carry the scaling precomputed (llama.cpp `rope_freqs`); config.json names it.
+    let computed;
+    let divisors = match (freq_factors, &cfg.rope_scaling) {
+        (Some(factors), _) => factors,
+        (None, Some(scaling)) => {
+            computed = scaling.divisors(cfg.rope_theta, dim);
+            &computed[..]
         }
-        return freqs;
-    }
-    match &cfg.rope_scaling {
-        None => {}
-        Some(RopeScaling::Linear { factor }) => freqs.iter_mut().for_each(|f| *f /= factor),
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_context,
-        }) => {
-            let orig = *original_context as f32;
-            let low_wavelen = orig / low_freq_factor;
-            let high_wavelen = orig / high_freq_factor;
-            for f in freqs.iter_mut() {
-                let wavelen = 2.0 * std::f32::consts::PI / *f;
-                if wavelen < high_wavelen {
-                    continue;
-                } else if wavelen > low_wavelen {
-                    *f /= factor;
-                } else {
-                    let smooth =
-                        (orig / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
-                }
-            }
-        }
+        (None, None) => return freqs,
+    };
+    for (f, d) in freqs.iter_mut().zip(divisors) {
+        *f /= d;
     }
     freqs
 }
@@ -348,6 +328,7 @@ fn rope_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::model::spec::RopeScaling;
 
     fn cfg(scaling: Option<RopeScaling>) -> ModelConfig {
         ModelConfig {

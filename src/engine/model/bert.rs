@@ -10,12 +10,12 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{LayerNorm, Linear};
 use serde::Deserialize;
 
-use super::kv_cache::KvCache;
-use super::model::{
-    safetensors_files, LanguageModel, LoadOptions, LoadedModel, ModelConfig, ModelInfo, ModelKind,
-};
-use super::tokenizer::Tokenizer;
-use super::EngineError;
+use super::card::LoadedModel;
+use super::safetensors::safetensors_files;
+use super::spec::{LanguageModel, LoadOptions, ModelConfig, ModelInfo, ModelKind};
+use crate::engine::kv_cache::KvCache;
+use crate::engine::tokenizer::Tokenizer;
+use crate::engine::EngineError;
 
 type Result<T> = std::result::Result<T, EngineError>;
 

@@ -19,9 +19,10 @@ use candle_core::{Device, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use super::bert::{dequantize_q4_0, BertEncoder, Layer, Parts, WordTable, Q4_0_BLOCK};
-use super::model::{LoadOptions, LoadedModel, ModelConfig, ModelInfo, ModelKind};
-use super::tokenizer::{CharMap, Tokenizer};
-use super::EngineError;
+use super::card::LoadedModel;
+use super::spec::{LoadOptions, ModelConfig, ModelInfo, ModelKind};
+use crate::engine::tokenizer::{CharMap, Tokenizer};
+use crate::engine::EngineError;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
