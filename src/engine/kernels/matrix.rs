@@ -199,28 +199,6 @@ fn round_block_avx2(x: &[f32], inv: f32, out: &mut [i8]) -> i32 {
     _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01)))
 }
 
-/// `Σ w·a` over one weight row's blocks and the matching activation blocks.
-pub type DotFn<B, A> = fn(&[B], &[A]) -> f32;
-/// Four weight rows times four activation rows, `out[w][a]` (prefill's register blocking: each
-/// weight block is unpacked once for four activation rows, each activation loaded once for four
-/// weight rows). Every pair's result must be bit-identical to `DotFn`'s: a row's product may
-/// not depend on the batch it comes in (a cached prefix evaluates the last prompt token alone,
-/// a fresh prompt evaluates it with the rest).
-pub type TileFn<B, A> = fn([&[B]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
-
-/// One implementation of a block type's products.
-pub struct Kernel<B, A> {
-    pub name: &'static str,
-    pub dot: DotFn<B, A>,
-    pub tile: TileFn<B, A>,
-}
-
-impl<B, A> Clone for Kernel<B, A> {
-    fn clone(&self) -> Self {
-        Kernel { ..*self }
-    }
-}
-
 /// One GGUF block type: how its bytes become a block, what a block means (`dequantize`, the
 /// definition the tests hold the dot products to), and its dot products.
 pub trait BlockKind: Send + Sync + 'static {
@@ -236,98 +214,14 @@ pub trait BlockKind: Send + Sync + 'static {
     fn dequantize(block: &Self::Block, out: &mut [f32]);
     /// The reference: plain integer arithmetic, block by block.
     fn dot_scalar(w: &[Self::Block], a: &[Self::Act]) -> f32;
-    /// The SIMD kernels this CPU runs, fastest first (detected at run time: one binary for any
-    /// x86-64); the scalar reference is added after them.
-    fn simd_kernels() -> Vec<Kernel<Self::Block, Self::Act>>;
-
-    fn kernels() -> Vec<Kernel<Self::Block, Self::Act>> {
-        let mut all = Self::simd_kernels();
-        all.push(Kernel {
-            name: "scalar",
-            dot: Self::dot_scalar,
-            tile: |w, a| w.map(|w| a.map(|a| Self::dot_scalar(w, a))),
-        });
-        all
-    }
 }
 
-/// The SIMD kernels of a block type, fastest first, each listed only when this CPU has its
-/// features: `$avx512` and `$avx2` are the type's
-/// `fn<const RW: usize, const RA: usize>(w: [&[Block]; RW], a: [&[Act]; RA]) -> [[f32; RA]; RW]`
-/// under those features, used as the single-row product (1 x 1) and the prefill tile (4 x 4).
-macro_rules! x86_kernels {
-    ($avx512:ident, $avx2:ident) => {{
-        #[allow(unused_mut)]
-        let mut all = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if $crate::engine::kernels::matrix::has_avx512() {
-                all.push($crate::engine::kernels::matrix::x86_kernel!(
-                    "avx512", $avx512
-                ));
-            }
-            if $crate::engine::kernels::matrix::has_avx2() {
-                all.push($crate::engine::kernels::matrix::x86_kernel!("avx2", $avx2));
-            }
-        }
-        all
-    }};
-}
-pub(crate) use x86_kernels;
-
-/// One `Kernel` from a `target_feature` function; only `x86_kernels!` uses it, right after
-/// detecting the function's features.
-macro_rules! x86_kernel {
-    ($name:literal, $f:ident) => {
-        $crate::engine::kernels::matrix::Kernel {
-            name: $name,
-            dot: |w, a| {
-                // SAFETY: x86_kernels! lists this kernel only when its features were detected.
-                let [[v]] = unsafe { $f::<1, 1>([w], [a]) };
-                v
-            },
-            // SAFETY: as above.
-            tile: |w, a| unsafe { $f::<4, 4>(w, a) },
-        }
-    };
-}
-pub(crate) use x86_kernel;
-
-/// `dot_avx2` and `dot_avx512` from a block type's `unsafe fn dot_body<RW, RA, VNNI>` (written
-/// with AVX2 intrinsics, inlined into both): once for AVX2 + FMA, once with AVX-512VL's 32
-/// vector registers (a 4 x 4 tile's accumulators all stay in registers) and VNNI's fused
-/// integer dot products.
-macro_rules! avx2_and_avx512_from_body {
-    ($block:ty, $act:ty) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn dot_avx2<const RW: usize, const RA: usize>(
-            w: [&[$block]; RW],
-            a: [&[$act]; RA],
-        ) -> [[f32; RA]; RW] {
-            // SAFETY: this function's target features are the body's.
-            unsafe { dot_body::<RW, RA, false>(w, a) }
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")]
-        fn dot_avx512<const RW: usize, const RA: usize>(
-            w: [&[$block]; RW],
-            a: [&[$act]; RA],
-        ) -> [[f32; RA]; RW] {
-            // SAFETY: this function's target features include the body's.
-            unsafe { dot_body::<RW, RA, true>(w, a) }
-        }
-    };
-}
-pub(crate) use avx2_and_avx512_from_body;
-
-/// A quantized matrix `(rows, cols)`: `rows` output features of `cols / K::WEIGHTS` blocks.
+/// A quantized matrix `(rows, cols)` in GGUF's row order, multiplied by the scalar reference:
+/// what the interleaved SIMD kernels are held to, bit for bit, in the tests.
 pub struct QMatrix<K: BlockKind> {
     rows: usize,
     cols: usize,
     blocks: Vec<K::Block>,
-    kernel: Kernel<K::Block, K::Act>,
 }
 
 impl<K: BlockKind> QMatrix<K> {
@@ -337,23 +231,7 @@ impl<K: BlockKind> QMatrix<K> {
             return None;
         }
         let blocks = bytes.chunks_exact(K::BYTES).map(K::parse).collect();
-        let kernel = K::kernels().swap_remove(0);
-        Some(Self {
-            rows,
-            cols,
-            blocks,
-            kernel,
-        })
-    }
-
-    /// The same matrix computed by another of `K::kernels()` (tests compare them).
-    pub fn with_kernel(mut self, kernel: Kernel<K::Block, K::Act>) -> Self {
-        self.kernel = kernel;
-        self
-    }
-
-    pub fn kernel_name(&self) -> &'static str {
-        self.kernel.name
+        Some(Self { rows, cols, blocks })
     }
 
     pub fn rows(&self) -> usize {
@@ -369,7 +247,7 @@ impl<K: BlockKind> QMatrix<K> {
         &self.blocks[r * n..(r + 1) * n]
     }
 
-    /// Row `r` in f32 (embedding lookups).
+    /// Row `r` in f32.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         for (b, o) in self.row(r).iter().zip(out.chunks_exact_mut(K::WEIGHTS)) {
             K::dequantize(b, o);
@@ -380,71 +258,13 @@ impl<K: BlockKind> QMatrix<K> {
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let nb = self.cols / K::Act::VALUES;
         let qx = quantize_activations::<K::Act>(x, m, self.cols);
-        let dot = self.kernel.dot;
         let mut out = vec![0f32; m * self.rows];
-        if m == 1 {
-            if self.rows * self.cols < PARALLEL_MIN_WEIGHTS {
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = dot(self.row(c), &qx);
-                }
-                return out;
+        for (r, out_row) in out.chunks_exact_mut(self.rows).enumerate() {
+            let act = &qx[r * nb..(r + 1) * nb];
+            for (c, o) in out_row.iter_mut().enumerate() {
+                *o = K::dot_scalar(self.row(c), act);
             }
-            // Decode: tiles of output rows, enough of them that rayon's work stealing
-            // rebalances when another process preempts one of our threads.
-            let tile = (self.rows / (rayon::current_num_threads() * 8)).clamp(8, 256);
-            out.par_chunks_mut(tile).enumerate().for_each(|(t, chunk)| {
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = dot(self.row(t * tile + i), &qx);
-                }
-            });
-            return out;
         }
-        // Prefill: a tile of 16 weight rows stays in cache while the activation rows pass by,
-        // four by four against groups of four weight rows; each tile fills a row-major block
-        // that is copied into place after.
-        const TILE: usize = 16;
-        let tile_fn = self.kernel.tile;
-        let tiles: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(TILE))
-            .into_par_iter()
-            .map(|t| {
-                let c0 = t * TILE;
-                let c1 = (c0 + TILE).min(self.rows);
-                let width = c1 - c0;
-                let mut part = vec![0f32; m * width];
-                let act = |r: usize| &qx[r * nb..(r + 1) * nb];
-                let full = c0 + (width / 4) * 4;
-                let mut r = 0;
-                while r + 4 <= m {
-                    let a = [act(r), act(r + 1), act(r + 2), act(r + 3)];
-                    for c in (c0..full).step_by(4) {
-                        let w = [
-                            self.row(c),
-                            self.row(c + 1),
-                            self.row(c + 2),
-                            self.row(c + 3),
-                        ];
-                        for (i, per_act) in tile_fn(w, a).into_iter().enumerate() {
-                            for (j, v) in per_act.into_iter().enumerate() {
-                                part[(r + j) * width + (c + i - c0)] = v;
-                            }
-                        }
-                    }
-                    for c in full..c1 {
-                        for (j, a) in a.iter().enumerate() {
-                            part[(r + j) * width + (c - c0)] = dot(self.row(c), a);
-                        }
-                    }
-                    r += 4;
-                }
-                for r in r..m {
-                    for c in c0..c1 {
-                        part[r * width + (c - c0)] = dot(self.row(c), act(r));
-                    }
-                }
-                (c0, part)
-            })
-            .collect();
-        place_tiles(&mut out, self.rows, tiles);
         out
     }
 }
@@ -459,18 +279,6 @@ pub(crate) fn place_tiles(out: &mut [f32], width: usize, tiles: Vec<(usize, Vec<
             out[r * width + c0..r * width + c0 + w].copy_from_slice(src);
         }
     }
-}
-
-/// The sum of an AVX register's 8 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let hi = _mm256_extractf128_ps(v, 1);
-    let sum4 = _mm_add_ps(_mm256_castps256_ps128(v), hi);
-    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-    let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
-    _mm_cvtss_f32(sum1)
 }
 
 /// `Σ` of each four adjacent u8 x i8 products, per i32 lane: VNNI's one instruction, or AVX2's
@@ -617,33 +425,9 @@ macro_rules! block_kind_tests {
         }
 
         #[test]
-        fn every_kernel_equals_the_scalar_reference() {
-            $crate::engine::kernels::matrix::testing::every_kernel_equals_scalar::<$kind>(
-                $seed + 1,
-                $block,
-            );
-        }
-
-        #[test]
-        fn tiles_equal_single_rows_bit_for_bit() {
-            $crate::engine::kernels::matrix::testing::tiles_equal_single_rows_bitwise::<$kind>(
-                $seed + 2,
-                $block,
-            );
-        }
-
-        #[test]
         fn matmul_matches_dense_math() {
             $crate::engine::kernels::matrix::testing::matmul_matches_dense::<$kind>(
                 $seed + 3,
-                $block,
-            );
-        }
-
-        #[test]
-        fn simd_kernels_agree_bit_for_bit() {
-            $crate::engine::kernels::matrix::testing::simd_kernels_agree_bitwise::<$kind>(
-                $seed + 4,
                 $block,
             );
         }
@@ -713,111 +497,17 @@ pub(crate) mod testing {
         assert_eq!(ours, theirs, "{} dequantization", K::NAME);
     }
 
-    /// Every kernel this CPU runs equals the scalar reference: the same integer sums, only
-    /// the f32 accumulation order differs, so the difference stays below 1e-5 of the sum of
-    /// absolute block contributions.
-    pub fn every_kernel_equals_scalar<K: BlockKind>(seed: u64, block: fn(&mut StdRng) -> Vec<u8>) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        for kernel in K::kernels() {
-            for blocks in [1, 2, 3, 7, 18] {
-                let cols = blocks * K::WEIGHTS;
-                let w = QMatrix::<K>::from_gguf_bytes(
-                    &random_bytes::<K>(&mut rng, 1, cols, block),
-                    1,
-                    cols,
-                )
-                .unwrap();
-                let x = activations(&mut rng, cols);
-                let mut q = vec![K::Act::ZERO; cols / K::Act::VALUES];
-                K::Act::quantize(&x, &mut q);
-                let fast = (kernel.dot)(w.row(0), &q);
-                let exact = K::dot_scalar(w.row(0), &q);
-                let scale = abs_contributions::<K>(w.row(0), &q);
-                assert!(
-                    (fast - exact).abs() <= 1e-5 * scale.max(1.0),
-                    "{} {} {blocks} blocks: {fast} vs {exact}",
-                    K::NAME,
-                    kernel.name
-                );
-            }
-        }
-    }
-
-    /// The SIMD kernels differ only in instructions, not in arithmetic: the integer sums are
-    /// exact and the float operations run in the same order, so they agree bit for bit.
-    pub fn simd_kernels_agree_bitwise<K: BlockKind>(seed: u64, block: fn(&mut StdRng) -> Vec<u8>) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let cols = 5 * K::WEIGHTS;
-        let w =
-            QMatrix::<K>::from_gguf_bytes(&random_bytes::<K>(&mut rng, 1, cols, block), 1, cols)
-                .unwrap();
-        let mut q = vec![K::Act::ZERO; cols / K::Act::VALUES];
-        K::Act::quantize(&activations(&mut rng, cols), &mut q);
-        let bits: Vec<(&str, u32)> = K::simd_kernels()
-            .iter()
-            .map(|k| (k.name, (k.dot)(w.row(0), &q).to_bits()))
-            .collect();
-        assert!(
-            bits.windows(2).all(|p| p[0].1 == p[1].1),
-            "{}: {bits:?}",
-            K::NAME
-        );
-    }
-
-    /// Every kernel's 4 x 4 tile gives each pair's single-row result bit for bit.
-    pub fn tiles_equal_single_rows_bitwise<K: BlockKind>(
-        seed: u64,
-        block: fn(&mut StdRng) -> Vec<u8>,
-    ) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        for kernel in K::kernels() {
-            for blocks in [1, 3] {
-                let cols = blocks * K::WEIGHTS;
-                let bytes = random_bytes::<K>(&mut rng, 4, cols, block);
-                let w = QMatrix::<K>::from_gguf_bytes(&bytes, 4, cols).unwrap();
-                let acts: Vec<Vec<K::Act>> = (0..4)
-                    .map(|_| {
-                        let mut q = vec![K::Act::ZERO; cols / K::Act::VALUES];
-                        K::Act::quantize(&activations(&mut rng, cols), &mut q);
-                        q
-                    })
-                    .collect();
-                let tile = (kernel.tile)(
-                    [w.row(0), w.row(1), w.row(2), w.row(3)],
-                    [&acts[0], &acts[1], &acts[2], &acts[3]],
-                );
-                for (i, per_act) in tile.iter().enumerate() {
-                    for (j, v) in per_act.iter().enumerate() {
-                        let one = (kernel.dot)(w.row(i), &acts[j]);
-                        assert_eq!(
-                            v.to_bits(),
-                            one.to_bits(),
-                            "{} {} w{i} a{j}",
-                            K::NAME,
-                            kernel.name
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// The whole matmul (decode and prefill paths, odd row counts, rows not a multiple of the
-    /// tile) against dense f32 math on the dequantized weights, for every kernel. 8-bit activations
+    /// The scalar reference's matmul (odd row counts, several activation rows) against dense
+    /// f32 math on the dequantized weights. 8-bit activations
     /// move each product by at most |w| * d/2 with d = max|x|/127 per activation block: under
     /// 1% of Σ|w x| here.
     pub fn matmul_matches_dense<K: BlockKind>(seed: u64, block: fn(&mut StdRng) -> Vec<u8>) {
         let mut rng = StdRng::seed_from_u64(seed);
         let w = K::WEIGHTS;
         let shapes = [(1, w, 1), (5, 2 * w, 3), (37, 3 * w, 1), (70, 2 * w, 9)];
-        for (kernel, (rows, cols, m)) in K::kernels()
-            .into_iter()
-            .flat_map(|k| shapes.map(|s| (k.clone(), s)))
-        {
+        for (rows, cols, m) in shapes {
             let bytes = random_bytes::<K>(&mut rng, rows, cols, block);
-            let q = QMatrix::<K>::from_gguf_bytes(&bytes, rows, cols)
-                .unwrap()
-                .with_kernel(kernel);
+            let q = QMatrix::<K>::from_gguf_bytes(&bytes, rows, cols).unwrap();
             let mut dense = vec![0f32; rows * cols];
             for (r, out) in dense.chunks_exact_mut(cols).enumerate() {
                 q.dequantize_row(r, out);
@@ -832,9 +522,8 @@ pub(crate) mod testing {
                     let err = (got[r * rows + c] - want).abs();
                     assert!(
                         err <= 0.01 * scale + 1e-4,
-                        "{} {} ({rows},{cols},{m}) r{r} c{c}: {err} of {scale}",
-                        K::NAME,
-                        q.kernel_name()
+                        "{} ({rows},{cols},{m}) r{r} c{c}: {err} of {scale}",
+                        K::NAME
                     );
                 }
             }

@@ -1,15 +1,17 @@
 //! Our own CPU kernels for the GGUF block types Llama-family files use (Q4_1, Q8_0, Q4_K,
 //! Q6_K): candle 0.11's Q4_1 dot product is a scalar loop, and its K-quant path runs on a
 //! spin-waiting thread pool that collapses when another process wants the cores. Ours run on
-//! rayon. Everything else (f32/bf16 weights, other block types, the GPU) stays candle's
-//! `QMatMul`.
+//! rayon, on x86-64 with AVX2 (AVX-512/VNNI where present). Everything else — f32/bf16
+//! weights, other block types, the GPU, and CPUs we have no SIMD kernel for (ARM's NEON,
+//! x86 without AVX2) — stays candle's `QMatMul`, never a scalar loop of ours.
 //!
-//! `matrix.rs` holds what the block types share (activation quantization, the row layout
-//! `QMatrix`, the fallback on CPUs without AVX2); `interleaved.rs` the layout used where the
-//! CPU has SIMD kernels for it (eight rows per register); one file per block type holds its
-//! block, its definition (`dequantize`), the scalar reference and both layouts' kernels.
-//! `attention.rs` is the causal attention over the KV cache that `llama.rs` uses on the CPU.
-//! Measurements and rooflines: `kernels-notes.md`; `candlelight bench --kernels` times them.
+//! `matrix.rs` holds what the block types share (activation quantization, the row-order
+//! `QMatrix` multiplied by the scalar reference the tests hold the SIMD kernels to);
+//! `interleaved.rs` the layout the SIMD kernels use (eight rows per register); one file per
+//! block type holds its block, its definition (`dequantize`), the scalar reference and its
+//! interleaved kernels. `attention.rs` is the causal attention over the KV cache that
+//! `llama.rs` uses on the CPU. Measurements and rooflines: `kernels-notes.md`;
+//! `candlelight bench --kernels` times ours against candle's on the same weights.
 
 // Nearly all of the crate's unsafe code lives here: every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -24,11 +26,12 @@ pub mod q8_0;
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul};
-use candle_core::{DType, Module, Tensor};
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 use self::interleaved::{Interleaved, InterleavedMatrix};
-use self::matrix::{BlockKind, QMatrix};
 use super::EngineError;
 
 /// What the model needs from a quantized matrix of any of our block types.
@@ -41,27 +44,6 @@ pub trait QuantMatmul: Send + Sync {
     /// `x (m, cols)` row-major -> `(m, rows)`.
     fn matmul(&self, x: &[f32], m: usize) -> Vec<f32>;
     fn dequantize_row(&self, r: usize, out: &mut [f32]);
-}
-
-impl<K: BlockKind> QuantMatmul for QMatrix<K> {
-    fn block_type(&self) -> &'static str {
-        K::NAME
-    }
-    fn kernel(&self) -> String {
-        format!("rows/{}", self.kernel_name())
-    }
-    fn rows(&self) -> usize {
-        QMatrix::rows(self)
-    }
-    fn cols(&self) -> usize {
-        QMatrix::cols(self)
-    }
-    fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        QMatrix::matmul(self, x, m)
-    }
-    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        QMatrix::dequantize_row(self, r, out)
-    }
 }
 
 impl<K: Interleaved> QuantMatmul for InterleavedMatrix<K> {
@@ -92,14 +74,11 @@ pub enum Weight {
     Own(Arc<dyn QuantMatmul>),
 }
 
-fn rows<K: BlockKind>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc<dyn QuantMatmul>> {
-    QMatrix::<K>::from_gguf_bytes(bytes, rows, cols).map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
-}
-
-/// The interleaved layout where this CPU has SIMD kernels for it, else the row layout.
+/// The interleaved layout where this CPU has SIMD kernels for it; `None` leaves the matrix to
+/// candle's `QMatMul` (its own SIMD: NEON on ARM, AVX on x86 without AVX2), never a scalar loop.
 fn grouped<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc<dyn QuantMatmul>> {
     if K::simd_group_kernels().is_empty() {
-        return self::rows::<K>(bytes, rows, cols);
+        return None;
     }
     InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols)
         .map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
@@ -118,9 +97,49 @@ fn builder(dtype: GgmlDType) -> Option<Builder> {
     }
 }
 
-/// Every SIMD kernel this CPU runs for a block type, interleaved layout first, then the row
-/// layout: `candlelight bench --kernels` times them side by side (the scalar references are
-/// left out; they are for tests and CPUs without AVX2).
+/// candle's own `QMatMul` on the same weights, as a [`QuantMatmul`]: what `bench --kernels`
+/// measures ours against.
+struct CandleMatmul {
+    block_type: &'static str,
+    rows: usize,
+    cols: usize,
+    inner: QMatMul,
+}
+
+impl QuantMatmul for CandleMatmul {
+    fn block_type(&self) -> &'static str {
+        self.block_type
+    }
+    fn kernel(&self) -> String {
+        "candle".into()
+    }
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let x = Tensor::from_slice(x, (m, self.cols), &Device::Cpu)?;
+            self.inner.forward(&x)?.flatten_all()?.to_vec1()
+        };
+        // A benchmark's product of sizes it built itself; an error would be a bug in the bench.
+        run().unwrap_or_default()
+    }
+    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let row = Tensor::new(&[r as u32], &Device::Cpu)
+            .and_then(|ids| self.inner.embedding(&ids))
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>());
+        if let Ok(row) = row {
+            out.copy_from_slice(&row);
+        }
+    }
+}
+
+/// Every SIMD kernel this CPU runs for a block type in the interleaved layout, then candle's
+/// `QMatMul` on the same weights: `candlelight bench --kernels` times them side by side (the
+/// scalar references are left out; they are for tests).
 pub fn variants(
     dtype: GgmlDType,
     bytes: &[u8],
@@ -128,26 +147,40 @@ pub fn variants(
     cols: usize,
 ) -> Vec<Arc<dyn QuantMatmul>> {
     fn of<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Vec<Arc<dyn QuantMatmul>> {
-        let mut all: Vec<Arc<dyn QuantMatmul>> = Vec::new();
-        for k in K::simd_group_kernels() {
-            if let Some(m) = InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols) {
-                all.push(Arc::new(m.with_kernel(k)));
-            }
-        }
-        for k in K::simd_kernels() {
-            if let Some(m) = QMatrix::<K>::from_gguf_bytes(bytes, rows, cols) {
-                all.push(Arc::new(m.with_kernel(k)));
-            }
-        }
-        all
+        K::simd_group_kernels()
+            .into_iter()
+            .filter_map(|k| {
+                InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols).map(|m| m.with_kernel(k))
+            })
+            .map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
+            .collect()
     }
-    match dtype {
+    let mut all = match dtype {
         GgmlDType::Q4_1 => of::<q4_1::Q4_1>(bytes, rows, cols),
         GgmlDType::Q8_0 => of::<q8_0::Q8_0>(bytes, rows, cols),
         GgmlDType::Q4K => of::<q4_k::Q4K>(bytes, rows, cols),
         GgmlDType::Q6K => of::<q6_k::Q6K>(bytes, rows, cols),
         _ => Vec::new(),
+    };
+    let block_type = match dtype {
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q6K => "Q6_K",
+        _ => "other",
+    };
+    let candle = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)
+        .and_then(|storage| QTensor::new(storage, (rows, cols)))
+        .and_then(QMatMul::from_qtensor);
+    if let Ok(inner) = candle {
+        all.push(Arc::new(CandleMatmul {
+            block_type,
+            rows,
+            cols,
+            inner,
+        }));
     }
+    all
 }
 
 impl Weight {

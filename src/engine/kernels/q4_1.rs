@@ -12,9 +12,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
-use super::matrix::{
-    avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
-};
+use super::matrix::{BlockKind, Q8Block};
 
 pub struct Q4_1;
 
@@ -66,63 +64,7 @@ impl BlockKind for Q4_1 {
         }
         sum
     }
-
-    fn simd_kernels() -> Vec<Kernel<Block, Q8Block>> {
-        x86_kernels!(dot_avx512, dot_avx2)
-    }
 }
-
-/// `RW` weight rows against `RA` activation rows, AVX2 instructions. Every pair's operations run
-/// in the same order whatever the tile shape, so results are bit-identical across shapes.
-/// Inlined into the `target_feature` wrappers below, which decide the register count.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
-/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
-/// Slices are indexed with bounds checks; the loads read whole blocks.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
-    w: [&[Block]; RW],
-    a: [&[Q8Block]; RA],
-) -> [[f32; RA]; RW] {
-    use std::arch::x86_64::*;
-    // SAFETY: (whole body) the caller guarantees AVX2 and FMA; every load reads exactly 16 or
-    // 32 bytes from an array of that size.
-    unsafe {
-        let low_mask = _mm_set1_epi8(0x0F);
-        let mut acc = [[_mm256_setzero_ps(); RA]; RW];
-        let mut offset = [[0f32; RA]; RW];
-        for b in 0..w[0].len() {
-            let x: [__m256i; RA] =
-                std::array::from_fn(|j| _mm256_loadu_si256(a[j][b].qs.as_ptr() as *const __m256i));
-            for i in 0..RW {
-                let wb = &w[i][b];
-                let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
-                let lo = _mm_and_si128(packed, low_mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
-                let q4 = _mm256_set_m128i(hi, lo);
-                for j in 0..RA {
-                    let ab = &a[j][b];
-                    // u8 (0..=15) x i8 pairs summed to i16 (|sum| <= 2 * 15 * 128: no
-                    // saturation), then pairs of those to i32.
-                    let products = dot_u8_i8::<VNNI>(q4, x[j]);
-                    acc[i][j] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(wb.d * ab.d),
-                        _mm256_cvtepi32_ps(products),
-                        acc[i][j],
-                    );
-                    offset[i][j] += wb.m * ab.s;
-                }
-            }
-        }
-        std::array::from_fn(|i| {
-            std::array::from_fn(|j| super::matrix::hsum_avx2(acc[i][j]) + offset[i][j])
-        })
-    }
-}
-
-avx2_and_avx512_from_body!(Block, Q8Block);
 
 /// Block `b` of eight rows, interleaved (see `interleaved.rs`): `qs[k][row]` holds the row's
 /// nibble bytes 4k..4k+4 — weights 4k..4k+4 in the low nibbles, 16+4k..16+4k+4 in the high.

@@ -17,9 +17,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
-use super::matrix::{
-    add_dot_i16, avx2_and_avx512_from_body, x86_kernels, BlockKind, Kernel, Q8KBlock,
-};
+use super::matrix::{BlockKind, Q8KBlock};
 
 pub struct Q6K;
 
@@ -83,94 +81,7 @@ impl BlockKind for Q6K {
         }
         sum
     }
-
-    fn simd_kernels() -> Vec<Kernel<Block, Q8KBlock>> {
-        x86_kernels!(dot_avx512, dot_avx2)
-    }
 }
-
-/// `RW` weight rows against `RA` activation rows, AVX2 instructions. Every pair's float
-/// operations run in the same order whatever the tile shape (the integer sums are exact), so
-/// results are bit-identical across shapes. Inlined into the `target_feature` wrappers below,
-/// which decide the register count.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
-/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
-/// Slices are indexed with bounds checks; the loads read whole blocks.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
-    w: [&[Block]; RW],
-    a: [&[Q8KBlock]; RA],
-) -> [[f32; RA]; RW] {
-    use std::arch::x86_64::*;
-    // SAFETY: (whole body) the caller guarantees AVX2 and FMA; each load reads 32 bytes inside
-    // an array of 128, 64 or 256.
-    unsafe {
-        let low_mask = _mm256_set1_epi8(0x0F);
-        let high_mask = _mm256_set1_epi8(0x30);
-        let bias = _mm256_set1_epi8(32);
-        let mut acc = [[_mm256_setzero_ps(); RA]; RW];
-        for b in 0..w[0].len() {
-            let mut isum = [[_mm256_setzero_si256(); RA]; RW];
-            for n in 0..2 {
-                for g in 0..4 {
-                    let x: [__m256i; RA] = std::array::from_fn(|r| {
-                        let at = a[r][b].qs.as_ptr().add(128 * n + 32 * g);
-                        _mm256_loadu_si256(at as *const __m256i)
-                    });
-                    for iw in 0..RW {
-                        let wb = &w[iw][b];
-                        let ql = _mm256_loadu_si256(
-                            wb.ql.as_ptr().add(64 * n + 32 * (g % 2)) as *const __m256i
-                        );
-                        let qh = _mm256_loadu_si256(wb.qh.as_ptr().add(32 * n) as *const __m256i);
-                        // Bits 2g..2g+2 of qh moved to bits 4..6 of each byte; 16-bit shifts
-                        // spill bits across byte boundaries only where the mask clears them.
-                        let (low, high) = match g {
-                            0 => (ql, _mm256_slli_epi16(qh, 4)),
-                            1 => (ql, _mm256_slli_epi16(qh, 2)),
-                            2 => (_mm256_srli_epi16(ql, 4), qh),
-                            _ => (_mm256_srli_epi16(ql, 4), _mm256_srli_epi16(qh, 2)),
-                        };
-                        let q = _mm256_sub_epi8(
-                            _mm256_or_si256(
-                                _mm256_and_si256(low, low_mask),
-                                _mm256_and_si256(high, high_mask),
-                            ),
-                            bias,
-                        );
-                        let abs = _mm256_sign_epi8(q, q);
-                        let s = 8 * n + 2 * g;
-                        let scales = _mm256_set_m128i(
-                            _mm_set1_epi16(wb.scales[s + 1] as i16),
-                            _mm_set1_epi16(wb.scales[s] as i16),
-                        );
-                        for r in 0..RA {
-                            // |q| <= 32 (u8) x ±x: pair sums within i16 (2 * 32 * 127), then
-                            // times the i8 scales in i32.
-                            let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x[r], q));
-                            isum[iw][r] = add_dot_i16::<VNNI>(isum[iw][r], pairs, scales);
-                        }
-                    }
-                }
-            }
-            for iw in 0..RW {
-                for r in 0..RA {
-                    acc[iw][r] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(w[iw][b].d * a[r][b].d),
-                        _mm256_cvtepi32_ps(isum[iw][r]),
-                        acc[iw][r],
-                    );
-                }
-            }
-        }
-        acc.map(|row| row.map(|v| super::matrix::hsum_avx2(v)))
-    }
-}
-
-avx2_and_avx512_from_body!(Block, Q8KBlock);
 
 /// Block `b` of eight rows, interleaved (see `interleaved.rs`) and re-laid-out for it: weights
 /// go in registers of four per row, register `v` holding weights 4v..4v+4 (so sub-block j, of

@@ -9,9 +9,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::interleaved::{broadcast4, lanes, prefetch_ahead};
 use super::interleaved::{group_kernels_from_body, GroupKernel, Interleaved};
-use super::matrix::{
-    avx2_and_avx512_from_body, dot_u8_i8, x86_kernels, BlockKind, Kernel, Q8Block,
-};
+use super::matrix::{BlockKind, Q8Block};
 
 pub struct Q8_0;
 
@@ -58,54 +56,7 @@ impl BlockKind for Q8_0 {
         }
         sum
     }
-
-    fn simd_kernels() -> Vec<Kernel<Block, Q8Block>> {
-        x86_kernels!(dot_avx512, dot_avx2)
-    }
 }
-
-/// `RW` weight rows against `RA` activation rows, AVX2 instructions. Every pair's operations run
-/// in the same order whatever the tile shape, so results are bit-identical across shapes.
-/// Inlined into the `target_feature` wrappers below, which decide the register count.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA, and with `VNNI` also AVX-512 F/VL/BW/VNNI: the
-/// `target_feature` wrappers this is inlined into are chosen only after run-time detection.
-/// Slices are indexed with bounds checks; the loads read whole blocks.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn dot_body<const RW: usize, const RA: usize, const VNNI: bool>(
-    w: [&[Block]; RW],
-    a: [&[Q8Block]; RA],
-) -> [[f32; RA]; RW] {
-    use std::arch::x86_64::*;
-    // SAFETY: (whole body) the caller guarantees AVX2 and FMA; every load reads exactly the 32
-    // bytes of an array of that size.
-    unsafe {
-        let mut acc = [[_mm256_setzero_ps(); RA]; RW];
-        for b in 0..w[0].len() {
-            let x: [__m256i; RA] =
-                std::array::from_fn(|j| _mm256_loadu_si256(a[j][b].qs.as_ptr() as *const __m256i));
-            for i in 0..RW {
-                let wb = &w[i][b];
-                let qw = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
-                let abs = _mm256_sign_epi8(qw, qw);
-                for j in 0..RA {
-                    // |q| (up to 128, read as u8) x ±x: pair sums stay within i16.
-                    let products = dot_u8_i8::<VNNI>(abs, _mm256_sign_epi8(x[j], qw));
-                    acc[i][j] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(wb.d * a[j][b].d),
-                        _mm256_cvtepi32_ps(products),
-                        acc[i][j],
-                    );
-                }
-            }
-        }
-        acc.map(|row| row.map(|v| super::matrix::hsum_avx2(v)))
-    }
-}
-
-avx2_and_avx512_from_body!(Block, Q8Block);
 
 /// Block `b` of eight rows, interleaved (see `interleaved.rs`): `qs[k][row]` holds the row's
 /// weights 4k..4k+4, so one 32-byte load has four weights of each row.
