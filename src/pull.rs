@@ -270,11 +270,7 @@ async fn download(
         return Ok(());
     };
     report(Progress::status("verifying sha256 digest")).await;
-    let actual: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let actual = hex::encode(hasher.finalize());
     if !expected.eq_ignore_ascii_case(&actual) {
         let _ = std::fs::remove_file(target);
         return Err(PullError::Digest {

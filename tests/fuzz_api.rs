@@ -565,7 +565,14 @@ fn no_request_body_panics_or_hangs_a_handler() {
 
 #[test]
 fn webhook_bodies_never_panic_the_id_parser() {
-    use candlelight::paperless::triggers::webhook_document_id;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let webhook_document_id = |ct: &str, body: &[u8]| {
+        rt.block_on(candlelight::paperless::triggers::webhook_document_id(
+            ct, body,
+        ))
+    };
     let mut rng = StdRng::seed_from_u64(7);
     let types = [
         "application/json",

@@ -166,12 +166,14 @@ pub async fn webhook(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let id = webhook_document_id(content_type, &body).ok_or_else(|| {
-        ApiError::bad_request(
-            "no document id in the webhook: configure the workflow's params as \
+    let id = webhook_document_id(content_type, &body)
+        .await
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "no document id in the webhook: configure the workflow's params as \
              {\"document_id\": \"{{ doc_id }}\"} or {\"doc_url\": \"{{ doc_url }}\"}",
-        )
-    })?;
+            )
+        })?;
     let status = p.enqueue(id, Trigger::Webhook);
     if status == Enqueued::Full {
         return Err(ApiError::new(

@@ -54,11 +54,19 @@ pub fn parse_scan_interval(s: &str) -> Result<Option<Duration>, String> {
 /// The document id in a webhook body, however the workflow was configured: JSON (`doc_id`,
 /// `document_id` or `id`, as a number or a string, or a `doc_url`), form fields, multipart
 /// parts (`include_document`), or a bare number.
-pub fn webhook_document_id(content_type: &str, body: &[u8]) -> Option<i64> {
+pub async fn webhook_document_id(content_type: &str, body: &[u8]) -> Option<i64> {
+    let fields = if content_type.starts_with("multipart/form-data") {
+        multipart_fields(content_type, body).await
+    } else {
+        text_fields(body)
+    };
+    document_id_in(&fields)
+}
+
+/// The fields of a JSON, form-encoded or bare-number body.
+fn text_fields(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body);
-    let fields: Vec<(String, String)> = if content_type.starts_with("multipart/form-data") {
-        multipart_fields(content_type, &text)
-    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) {
         match v {
             serde_json::Value::Object(m) => m
                 .into_iter()
@@ -69,14 +77,17 @@ pub fn webhook_document_id(content_type: &str, body: &[u8]) -> Option<i64> {
                 .collect(),
             // Paperless's "send as JSON" with a text body JSON-encodes that text again: the
             // body is a JSON string holding the JSON (or form) the user wrote.
-            serde_json::Value::String(inner) => {
-                return webhook_document_id("application/json", inner.as_bytes())
-            }
+            serde_json::Value::String(inner) => text_fields(inner.as_bytes()),
             other => vec![("id".into(), other.to_string())],
         }
     } else {
-        form_fields(&text)
-    };
+        form_urlencoded::parse(text.trim().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+}
+
+fn document_id_in(fields: &[(String, String)]) -> Option<i64> {
     for key in ["document_id", "doc_id", "id", "document"] {
         if let Some((_, v)) = fields.iter().find(|(k, _)| k == key) {
             if let Ok(id) = v.trim().parse::<i64>() {
@@ -101,61 +112,29 @@ fn id_in_url(url: &str) -> Option<i64> {
     parts.next()?.parse().ok().filter(|id| *id > 0)
 }
 
-fn form_fields(text: &str) -> Vec<(String, String)> {
-    text.trim()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn multipart_fields(content_type: &str, body: &str) -> Vec<(String, String)> {
-    let Some(boundary) = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-    else {
+/// The text parts of a multipart body (file parts are skipped); a malformed body yields the
+/// parts read before the error.
+async fn multipart_fields(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
+    let Ok(boundary) = multer::parse_boundary(content_type) else {
         return vec![];
     };
-    let delimiter = format!("--{}", boundary.trim_matches('"'));
-    body.split(delimiter.as_str())
-        .filter_map(|part| {
-            let (head, value) = part
-                .split_once("\r\n\r\n")
-                .or_else(|| part.split_once("\n\n"))?;
-            let name = head.split("name=\"").nth(1)?.split('"').next()?;
-            if head.contains("filename=") {
-                return None;
-            }
-            Some((
-                name.to_owned(),
-                value.trim_end_matches(['\r', '\n']).to_owned(),
-            ))
-        })
-        .collect()
+    let body = axum::body::Bytes::copy_from_slice(body);
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut fields = Vec::new();
+    while let Ok(Some(field)) = parts.next_field().await {
+        if field.file_name().is_some() {
+            continue;
+        }
+        let Some(name) = field.name().map(str::to_owned) else {
+            continue;
+        };
+        match field.text().await {
+            Ok(value) => fields.push((name, value)),
+            Err(_) => break,
+        }
+    }
+    fields
 }
 
 #[cfg(test)]
@@ -178,6 +157,11 @@ mod tests {
 
     #[test]
     fn webhook_ids_in_every_shape_paperless_sends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let webhook_document_id =
+            |ct: &str, body: &[u8]| rt.block_on(super::webhook_document_id(ct, body));
         let json = "application/json";
         assert_eq!(
             webhook_document_id(json, br#"{"document_id": "8"}"#),

@@ -1007,5 +1007,5 @@ fn join(ids: &[i64]) -> String {
 fn instance_key(url: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(url.trim_end_matches('/').as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..6])
 }
