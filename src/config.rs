@@ -235,7 +235,7 @@ impl PaperlessArgs {
     }
 
     /// The connection settings, or None when PAPERLESS_URL is unset.
-    pub fn settings(&self, model: &str) -> Result<Option<crate::paperless::Settings>, String> {
+    pub fn settings(&self, model: &str) -> Result<Option<crate::paperless::Settings>, ConfigError> {
         let Some(url) = self
             .paperless_url
             .as_deref()
@@ -244,16 +244,16 @@ impl PaperlessArgs {
             return Ok(None);
         };
         let token = match &self.paperless_token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("PAPERLESS_API_TOKEN_FILE {}: {e}", path.display()))?,
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
             None => self.paperless_token.clone().unwrap_or_default(),
         };
         if token.trim().is_empty() {
-            return Err(
-                "PAPERLESS_URL is set but no token: set PAPERLESS_API_TOKEN or \
-                        PAPERLESS_API_TOKEN_FILE (Paperless: profile → API Auth Token)"
-                    .into(),
-            );
+            return Err(ConfigError::NoToken);
         }
         let only_tags: Vec<String> = if self.process_predefined_documents {
             let tags: Vec<String> = self
@@ -263,11 +263,7 @@ impl PaperlessArgs {
                 .filter(|t| !t.is_empty())
                 .collect();
             if tags.is_empty() {
-                return Err(
-                    "PROCESS_PREDEFINED_DOCUMENTS=yes needs TAGS (comma-separated tag \
-                            names)"
-                        .into(),
-                );
+                return Err(ConfigError::NoTags);
             }
             tags
         } else {
@@ -280,8 +276,7 @@ impl PaperlessArgs {
             num_ctx: Some(self.classify_ctx),
             only_tags,
             policy: crate::paperless::Policy {
-                write: crate::paperless::Fields::parse(&self.write_fields)
-                    .map_err(|e| format!("CANDLELIGHT_WRITE_FIELDS: {e}"))?,
+                write: crate::paperless::Fields::parse(&self.write_fields)?,
                 overwrite: self.overwrite,
                 create_correspondents: self.create_correspondents,
                 created_owned_by_document_owner: self.created_owner == "document",
@@ -479,8 +474,31 @@ pub struct AccessArgs {
     pub header_timeout: String,
 }
 
+/// A setting that cannot be used, with what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("OLLAMA_HOST '{0}' is not an address like 0.0.0.0:11434")]
+    Host(String),
+    #[error("PAPERLESS_API_TOKEN_FILE {}: {source}", path.display())]
+    TokenFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "PAPERLESS_URL is set but no token: set PAPERLESS_API_TOKEN or PAPERLESS_API_TOKEN_FILE \
+         (Paperless: profile → API Auth Token)"
+    )]
+    NoToken,
+    #[error("PROCESS_PREDEFINED_DOCUMENTS=yes needs TAGS (comma-separated tag names)")]
+    NoTags,
+    #[error("CANDLELIGHT_WRITE_FIELDS: {0}")]
+    WriteFields(#[from] crate::paperless::UnknownField),
+    #[error(transparent)]
+    ScanInterval(#[from] crate::paperless::triggers::BadScanInterval),
+}
+
 /// Parses OLLAMA_HOST the way Ollama does: scheme optional, port 11434 when omitted.
-pub fn parse_host(host: &str) -> Result<std::net::SocketAddr, String> {
+pub fn parse_host(host: &str) -> Result<std::net::SocketAddr, ConfigError> {
     let h = host.trim();
     let h = h
         .strip_prefix("http://")
@@ -504,7 +522,7 @@ pub fn parse_host(host: &str) -> Result<std::net::SocketAddr, String> {
     let with_port = with_port.replacen("localhost", "127.0.0.1", 1);
     with_port
         .parse()
-        .map_err(|_| format!("OLLAMA_HOST '{host}' is not an address like 0.0.0.0:11434"))
+        .map_err(|_| ConfigError::Host(host.to_owned()))
 }
 
 #[cfg(test)]

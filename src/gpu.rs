@@ -43,13 +43,26 @@ pub enum GpuState {
     },
 }
 
+/// Why there are no samples.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// No driver library (a CPU machine), or one NVML cannot use.
+    #[error("NVML not available: {0}")]
+    Unavailable(nvml_wrapper::error::NvmlError),
+    #[error("NVML: {0}")]
+    Query(nvml_wrapper::error::NvmlError),
+    /// A source other than NVML (tests, replays).
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Where samples come from: NVML on a GPU machine, anything else in tests.
 pub trait GpuSource: Send {
-    fn sample(&mut self) -> Result<Vec<GpuSample>, String>;
+    fn sample(&mut self) -> Result<Vec<GpuSample>, GpuError>;
 }
 
 /// Opens NVML (the driver's libnvidia-ml, loaded at run time, so a CPU build links fine).
-pub fn open_nvml() -> Result<Box<dyn GpuSource>, String> {
+pub fn open_nvml() -> Result<Box<dyn GpuSource>, GpuError> {
     nvml::NvmlSource::open().map(|s| Box::new(s) as Box<dyn GpuSource>)
 }
 
@@ -62,12 +75,13 @@ pub struct GpuMonitor {
 impl GpuMonitor {
     /// A monitor that samples `source` every `every` on its own thread; `source` None means
     /// unavailable for `reason`, and no thread is started.
-    pub fn start(source: Result<Box<dyn GpuSource>, String>, every: Duration) -> GpuMonitor {
+    pub fn start(source: Result<Box<dyn GpuSource>, GpuError>, every: Duration) -> GpuMonitor {
         let monitor = GpuMonitor {
             state: Arc::new(RwLock::new(GpuState::Starting)),
         };
         match source {
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 tracing::info!(%reason, "GPU metrics unavailable");
                 monitor.set(GpuState::Unavailable { reason });
             }
@@ -94,7 +108,9 @@ impl GpuMonitor {
                 sampled_at: chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             },
-            Err(reason) => GpuState::Unavailable { reason },
+            Err(e) => GpuState::Unavailable {
+                reason: e.to_string(),
+            },
         };
         let was_unavailable = matches!(self.get(), GpuState::Unavailable { .. });
         if let (GpuState::Unavailable { reason }, false) = (&next, was_unavailable) {
@@ -155,7 +171,7 @@ mod nvml {
     use nvml_wrapper::enums::device::UsedGpuMemory;
     use nvml_wrapper::Nvml;
 
-    use super::{GpuSample, GpuSource};
+    use super::{GpuError, GpuSample, GpuSource};
 
     pub struct NvmlSource {
         nvml: Nvml,
@@ -163,8 +179,8 @@ mod nvml {
     }
 
     impl NvmlSource {
-        pub fn open() -> Result<Self, String> {
-            let nvml = Nvml::init().map_err(|e| format!("NVML not available: {e}"))?;
+        pub fn open() -> Result<Self, GpuError> {
+            let nvml = Nvml::init().map_err(GpuError::Unavailable)?;
             Ok(NvmlSource {
                 nvml,
                 pid: std::process::id(),
@@ -173,15 +189,12 @@ mod nvml {
     }
 
     impl GpuSource for NvmlSource {
-        fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
-            let n = self.nvml.device_count().map_err(|e| e.to_string())?;
+        fn sample(&mut self) -> Result<Vec<GpuSample>, GpuError> {
+            let n = self.nvml.device_count().map_err(GpuError::Query)?;
             let mut out = Vec::new();
             for index in 0..n {
-                let d = self
-                    .nvml
-                    .device_by_index(index)
-                    .map_err(|e| e.to_string())?;
-                let mem = d.memory_info().map_err(|e| e.to_string())?;
+                let d = self.nvml.device_by_index(index).map_err(GpuError::Query)?;
+                let mem = d.memory_info().map_err(GpuError::Query)?;
                 let util = d.utilization_rates().ok();
                 let process_memory_bytes = d.running_compute_processes().ok().map(|ps| {
                     ps.iter()
@@ -220,8 +233,8 @@ mod tests {
     struct Scripted(Vec<Result<Vec<GpuSample>, String>>);
 
     impl GpuSource for Scripted {
-        fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
-            self.0.remove(0)
+        fn sample(&mut self) -> Result<Vec<GpuSample>, GpuError> {
+            self.0.remove(0).map_err(GpuError::Other)
         }
     }
 
@@ -244,7 +257,10 @@ mod tests {
 
     #[test]
     fn no_driver_is_a_state_not_an_error() {
-        let m = GpuMonitor::start(Err("NVML not available: no driver".into()), Duration::MAX);
+        let m = GpuMonitor::start(
+            Err(GpuError::Other("NVML not available: no driver".into())),
+            Duration::MAX,
+        );
         assert_eq!(
             m.get(),
             GpuState::Unavailable {
@@ -254,7 +270,7 @@ mod tests {
         assert!(table(&m.get()).contains("unavailable"));
         // On this machine (no GPU) the real NVML path must say the same, not panic.
         if let Err(reason) = open_nvml() {
-            assert!(reason.contains("NVML"), "{reason}");
+            assert!(reason.to_string().contains("NVML"), "{reason}");
         }
     }
 

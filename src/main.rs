@@ -359,8 +359,7 @@ fn classify_document(args: &ClassifyArgs, id: i64) -> Result<()> {
     use candlelight::paperless::{Paperless, Trigger};
     let settings = args
         .paperless
-        .settings(&args.model)
-        .map_err(anyhow::Error::msg)?
+        .settings(&args.model)?
         .context("--document-id needs PAPERLESS_URL and PAPERLESS_API_TOKEN (or --paperless-url and --paperless-token)")?;
     let engine = cli_engine(&args.runtime, &args.model)?;
     cli_runtime()?.block_on(async move {
@@ -378,8 +377,7 @@ fn undo(args: UndoArgs) -> Result<()> {
     use candlelight::paperless::{Paperless, Trigger};
     let settings = args
         .paperless
-        .settings(DEFAULT_MODEL)
-        .map_err(anyhow::Error::msg)?
+        .settings(DEFAULT_MODEL)?
         .context("undo needs PAPERLESS_URL and PAPERLESS_API_TOKEN (or --paperless-url and --paperless-token), and the CANDLELIGHT_DATA_DIR the server writes its journal to")?;
     // No model runs: the engine is only what a Paperless handle is built with.
     let engine = cli_engine(&args.runtime, DEFAULT_MODEL)?;
@@ -454,7 +452,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let threads = rt.threads.unwrap_or_else(default_threads);
     set_cpu_threads(threads);
     let device = engine::select_device(rt.device)?;
-    let addr = parse_host(&args.host).map_err(anyhow::Error::msg)?;
+    let addr = parse_host(&args.host)?;
     let header_timeout = candlelight::duration::parse_go_duration(&args.access.header_timeout)
         .and_then(candlelight::duration::from_seconds)
         .filter(|d| !d.is_zero())
@@ -469,10 +467,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         header_timeout,
         grace: std::time::Duration::from_secs(args.shutdown_grace),
     };
-    let paperless_settings = args
-        .paperless
-        .settings(&args.classify_model)
-        .map_err(anyhow::Error::msg)?;
+    let paperless_settings = args.paperless.settings(&args.classify_model)?;
     let keep_alive = candlelight::api::params::keep_alive(Some(&serde_json::Value::String(
         args.keep_alive.clone(),
     )))

@@ -391,7 +391,10 @@ fn state(models_dir: &std::path::Path) -> AppState {
         guard: Guard::new("", "127.0.0.1:11434".parse().unwrap(), None, None, false),
         limits: Limits::default(),
         metrics: candlelight::metrics::Metrics::new(),
-        gpu: candlelight::gpu::GpuMonitor::start(Err("fuzz".into()), Duration::MAX),
+        gpu: candlelight::gpu::GpuMonitor::start(
+            Err(candlelight::gpu::GpuError::Other("fuzz".into())),
+            Duration::MAX,
+        ),
         blocking: Arc::new(tokio::sync::Semaphore::new(2)),
         cut,
     }

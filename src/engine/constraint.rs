@@ -123,8 +123,8 @@ impl ConstraintFactory {
         info.tok_end_of_turn = Some(eos);
         let trie = TokTrie::from(&info, &words);
         let env: TokEnv = Arc::new(Env { trie, tokenizer });
-        let mut factory = ParserFactory::new_simple(&env)
-            .map_err(|e| EngineError::Device(format!("grammar engine: {e}")))?;
+        let mut factory =
+            ParserFactory::new_simple(&env).map_err(|e| EngineError::Grammar(e.to_string()))?;
         factory.quiet();
         Ok(Self { factory, eos })
     }

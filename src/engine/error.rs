@@ -21,6 +21,11 @@ pub enum EngineError {
     ContextOverflow { needed: usize, limit: usize },
     #[error("{0}")]
     Device(String),
+    /// llguidance could not build its parser factory for the model's vocabulary.
+    #[error("grammar engine: {0}")]
+    Grammar(String),
+    #[error("cannot start the model thread: {0}")]
+    Thread(std::io::Error),
     #[error("{path}: {source}")]
     Io {
         path: String,

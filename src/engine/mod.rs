@@ -281,9 +281,7 @@ impl Engine {
             .spawn(move || worker::run(lm, default_ctx, slots, rx, telemetry));
         if let Err(e) = started {
             self.forget_gate(&resolved.name, &gate);
-            return Err(EngineError::Device(format!(
-                "cannot start the model thread: {e}"
-            )));
+            return Err(EngineError::Thread(e));
         }
         {
             let mut models = self.inner.models();

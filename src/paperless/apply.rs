@@ -23,6 +23,11 @@ pub struct Fields {
     pub created: bool,
 }
 
+/// A name in CANDLELIGHT_WRITE_FIELDS that is not a field we write.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown field '{0}': choose from title, correspondent, document_type, tags, created")]
+pub struct UnknownField(pub String);
+
 impl Fields {
     pub const ALL: Fields = Fields {
         title: true,
@@ -33,7 +38,7 @@ impl Fields {
     };
 
     /// `title,correspondent,document_type,tags,created` (any subset, any order).
-    pub fn parse(list: &str) -> Result<Fields, String> {
+    pub fn parse(list: &str) -> Result<Fields, UnknownField> {
         let mut f = Fields {
             title: false,
             correspondent: false,
@@ -48,12 +53,7 @@ impl Fields {
                 "document_type" => f.document_type = true,
                 "tags" => f.tags = true,
                 "created" => f.created = true,
-                other => {
-                    return Err(format!(
-                        "unknown field '{other}': choose from title, correspondent, \
-                         document_type, tags, created"
-                    ))
-                }
+                other => return Err(UnknownField(other.to_owned())),
             }
         }
         Ok(f)
@@ -376,6 +376,9 @@ mod tests {
     fn fields_parse_and_reject_unknown_names() {
         let f = Fields::parse("tags, created").unwrap();
         assert!(f.tags && f.created && !f.title && !f.correspondent);
-        assert!(Fields::parse("tags,colour").unwrap_err().contains("colour"));
+        assert!(Fields::parse("tags,colour")
+            .unwrap_err()
+            .to_string()
+            .contains("colour"));
     }
 }

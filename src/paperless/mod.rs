@@ -21,7 +21,7 @@ pub mod triggers;
 pub mod types;
 pub mod worker;
 
-pub use apply::{Applied, Fields, Policy};
+pub use apply::{Applied, Fields, Policy, UnknownField};
 pub use classifier::{Classification, Classifier, ClassifyError, Job};
 pub use client::{PaperlessClient, PaperlessError};
 pub use neighbours::{ExampleSet, NoNeighbours};

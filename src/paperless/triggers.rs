@@ -3,19 +3,22 @@
 
 use std::time::Duration;
 
+/// A SCAN_INTERVAL we cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "SCAN_INTERVAL '{0}': use seconds (300), a duration (5m, 1h), a cron step \
+     ('*/30 * * * *' or '0 * * * *'), or 0 to turn polling off"
+)]
+pub struct BadScanInterval(pub String);
+
 /// Paperless-AI's SCAN_INTERVAL is a cron expression (`*/30 * * * *`); a plain number of
 /// seconds or a Go-style duration (`90s`, `5m`, `1h`) works too; `0`/`off` disables polling.
-pub fn parse_scan_interval(s: &str) -> Result<Option<Duration>, String> {
+pub fn parse_scan_interval(s: &str) -> Result<Option<Duration>, BadScanInterval> {
     let s = s.trim();
     if s.is_empty() || s == "0" || s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("no") {
         return Ok(None);
     }
-    let bad = || {
-        format!(
-            "SCAN_INTERVAL '{s}': use seconds (300), a duration (5m, 1h), a cron step \
-             ('*/30 * * * *' or '0 * * * *'), or 0 to turn polling off"
-        )
-    };
+    let bad = || BadScanInterval(s.to_owned());
     let fields: Vec<&str> = s.split_whitespace().collect();
     if fields.len() == 5 {
         // Only the forms that mean "every N minutes/hours" have a fixed interval.
