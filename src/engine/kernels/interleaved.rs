@@ -91,11 +91,11 @@ macro_rules! group_kernels_from_body {
 
         fn x86_group_kernels(
         ) -> Vec<$crate::engine::kernels::interleaved::GroupKernel<$group, $act>> {
-            use $crate::engine::kernels::interleaved::GroupKernel;
             #[allow(unused_mut)]
             let mut all = Vec::new();
             #[cfg(target_arch = "x86_64")]
             {
+                use $crate::engine::kernels::interleaved::GroupKernel;
                 if $crate::engine::kernels::matrix::has_avx512() {
                     all.push(GroupKernel {
                         name: "avx512",

@@ -365,20 +365,14 @@ pub(crate) fn has_avx2() -> bool {
 
 /// Whether the AVX-512 kernels may run here: 64-byte registers (BW for the byte/word
 /// multiplies), VL (32 registers and the new instructions on 32-byte vectors) and VNNI's fused
-/// integer dot products.
+/// integer dot products. (Only x86 code asks.)
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512vnni")
-            && has_avx2()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+        && has_avx2()
 }
 
 #[cfg(test)]

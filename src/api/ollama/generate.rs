@@ -1,0 +1,380 @@
+//! `/api/generate` and `/api/chat`: their wire types, validation, and the reply as NDJSON or
+//! one JSON object.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::api::error::ApiError;
+use crate::api::params::{json_body, keep_alive, now_rfc3339, Options};
+use crate::api::{collect, first_event, require_model, AppState};
+use crate::engine::{
+    ChatMessage, EngineError, Event, Format, GenerateTask, Generated, KeepAlive, PromptInput,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Request types
+
+/// Fields that generate and chat share.
+#[derive(Debug, Deserialize)]
+struct CommonBody {
+    #[serde(alias = "name")]
+    model: Option<String>,
+    options: Option<Map<String, Value>>,
+    stream: Option<bool>,
+    keep_alive: Option<Value>,
+    format: Option<Value>,
+    think: Option<Value>,
+    truncate: Option<bool>,
+    top_logprobs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateBody {
+    #[serde(flatten)]
+    common: CommonBody,
+    #[serde(default)]
+    prompt: String,
+    #[serde(default)]
+    suffix: String,
+    system: Option<String>,
+    template: Option<String>,
+    context: Option<Vec<u32>>,
+    #[serde(default)]
+    raw: bool,
+    #[serde(default)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    images: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    #[serde(flatten)]
+    common: CommonBody,
+    #[serde(default)]
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    tools: Vec<Value>,
+}
+
+/// What both generate and chat check before anything runs.
+struct Common {
+    model: String,
+    format: Option<Format>,
+    options: Options,
+    keep_alive: Option<KeepAlive>,
+    stream: bool,
+    truncate: bool,
+}
+
+fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
+    let model = require_model(state, b.model.as_deref())?;
+    if b.top_logprobs.is_some_and(|n| !(0..=20).contains(&n)) {
+        return Err(ApiError::bad_request(
+            "top_logprobs must be between 0 and 20",
+        ));
+    }
+    match &b.think {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "\"{model}\" does not support thinking"
+            )))
+        }
+    }
+    let format = parse_format(b.format.as_ref())?;
+    Ok(Common {
+        format,
+        options: Options::parse(b.options.as_ref().unwrap_or(&Map::new()))?,
+        keep_alive: keep_alive(b.keep_alive.as_ref())?,
+        stream: b.stream.unwrap_or(true),
+        truncate: b.truncate.unwrap_or(true),
+        model,
+    })
+}
+
+/// `null`/`""` mean no format; `"json"` any JSON object; an object is a JSON Schema.
+fn parse_format(format: Option<&Value>) -> Result<Option<Format>, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(Format::JsonObject)),
+        Some(Value::Object(_)) => Ok(Some(Format::Schema(format.cloned().unwrap_or_default()))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid format: {other}; expected \"json\" or a valid JSON Schema object"
+        ))),
+    }
+}
+
+fn task(c: &Common, input: PromptInput) -> GenerateTask {
+    GenerateTask {
+        input,
+        sampling: c.options.sampling(),
+        num_predict: c.options.max_tokens(),
+        num_ctx: c.options.num_ctx,
+        stop: c.options.stop.clone().unwrap_or_default(),
+        truncate: c.truncate,
+        format: c.format.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/// Final metrics, omitted when zero as Ollama's `omitempty` does.
+#[derive(Debug, Default, Serialize)]
+struct Metrics {
+    #[serde(skip_serializing_if = "is_zero")]
+    total_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    load_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    prompt_eval_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    prompt_eval_duration: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    eval_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    eval_duration: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+pub(super) fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn metrics(g: &Generated, load: Duration, started: Instant) -> Metrics {
+    let c = &g.completion;
+    Metrics {
+        total_duration: nanos(started.elapsed()),
+        load_duration: nanos(load),
+        prompt_eval_count: c.prompt_tokens as u64,
+        prompt_eval_duration: nanos(c.prompt_eval),
+        eval_count: c.tokens.len() as u64,
+        eval_duration: nanos(c.eval),
+    }
+}
+
+fn merge(mut base: Value, extra: impl Serialize) -> Value {
+    if let (Some(obj), Ok(Value::Object(more))) =
+        (base.as_object_mut(), serde_json::to_value(extra))
+    {
+        obj.extend(more);
+    }
+    base
+}
+
+fn load_reply(model: &str, ka: Option<KeepAlive>, chat: bool) -> Value {
+    let reason = if ka == Some(KeepAlive::For(Duration::ZERO)) {
+        "unload"
+    } else {
+        "load"
+    };
+    let mut v =
+        json!({"model": model, "created_at": now_rfc3339(), "done": true, "done_reason": reason});
+    if chat {
+        v["message"] = json!({"role": "assistant", "content": ""});
+    } else {
+        v["response"] = json!("");
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// /api/generate and /api/chat
+
+pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let b: GenerateBody = json_body(&body)?;
+    let c = common(&state, &b.common)?;
+    if b.raw && (b.template.is_some() || b.system.is_some() || b.context.is_some()) {
+        return Err(ApiError::bad_request(
+            "raw mode does not support template, system, or context",
+        ));
+    }
+    if !b.images.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support images",
+            c.model
+        )));
+    }
+    if !b.suffix.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support insert",
+            c.model
+        )));
+    }
+    if b.prompt.is_empty() {
+        return load_or_unload(&state, &c, false).await;
+    }
+    let template = b.template.filter(|t| !t.is_empty());
+    let input = if b.raw {
+        PromptInput::Raw(b.prompt)
+    } else if let Some(template) = template {
+        PromptInput::Template {
+            template,
+            system: b.system.unwrap_or_default(),
+            prompt: b.prompt,
+            context: b.context.unwrap_or_default(),
+        }
+    } else {
+        let mut messages = Vec::new();
+        if let Some(s) = b.system.filter(|s| !s.is_empty()) {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", b.prompt));
+        match b.context.filter(|c| !c.is_empty()) {
+            Some(context) => PromptInput::Continue { context, messages },
+            None => PromptInput::Chat(messages),
+        }
+    };
+    let raw = b.raw;
+    let t = task(&c, input);
+    let reply = Reply {
+        model: c.model.clone(),
+        started,
+        stream: c.stream,
+        kind: ReplyKind::Generate { raw },
+    };
+    run(&state, &c, t, reply).await
+}
+
+pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let b: ChatBody = json_body(&body)?;
+    let c = common(&state, &b.common)?;
+    if !b.tools.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support tools",
+            c.model
+        )));
+    }
+    if b.messages
+        .iter()
+        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support images",
+            c.model
+        )));
+    }
+    if b.messages.is_empty() {
+        return load_or_unload(&state, &c, true).await;
+    }
+    let messages = b
+        .messages
+        .into_iter()
+        .map(|m| ChatMessage::new(&m.role, m.content))
+        .collect();
+    let t = task(&c, PromptInput::Chat(messages));
+    let reply = Reply {
+        model: c.model.clone(),
+        started,
+        stream: c.stream,
+        kind: ReplyKind::Chat,
+    };
+    run(&state, &c, t, reply).await
+}
+
+async fn load_or_unload(state: &AppState, c: &Common, chat: bool) -> Result<Response, ApiError> {
+    let e = &state.engine;
+    if c.keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
+        e.unload(&c.model).await;
+    } else {
+        e.load(&c.model, c.keep_alive)
+            .await
+            .map_err(|err| ApiError::from_engine(&c.model, err))?;
+    }
+    Ok(Json(load_reply(&c.model, c.keep_alive, chat)).into_response())
+}
+
+/// How to shape the reply of one generate/chat request.
+struct Reply {
+    model: String,
+    started: Instant,
+    stream: bool,
+    kind: ReplyKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReplyKind {
+    Generate { raw: bool },
+    Chat,
+}
+
+impl Reply {
+    fn chunk(&self, text: &str) -> Value {
+        let mut v = json!({"model": self.model, "created_at": now_rfc3339()});
+        match self.kind {
+            ReplyKind::Generate { .. } => v["response"] = json!(text),
+            ReplyKind::Chat => v["message"] = json!({"role": "assistant", "content": text}),
+        }
+        v["done"] = json!(false);
+        v
+    }
+
+    fn last(&self, text: &str, g: &Generated, load: Duration) -> Value {
+        let mut v = self.chunk(text);
+        v["done"] = json!(true);
+        v["done_reason"] = json!(g.completion.finish.as_str());
+        if let ReplyKind::Generate { raw: false } = self.kind {
+            v["context"] = json!(g.context);
+        }
+        merge(v, metrics(g, load, self.started))
+    }
+}
+
+async fn run(
+    state: &AppState,
+    c: &Common,
+    t: GenerateTask,
+    reply: Reply,
+) -> Result<Response, ApiError> {
+    let mut sub = state
+        .engine
+        .generate(&c.model, t, c.keep_alive)
+        .await
+        .map_err(|e| match (e, reply.kind) {
+            (EngineError::NotCapable(_), ReplyKind::Chat) => {
+                ApiError::from_engine(&c.model, EngineError::NotCapable("chat"))
+            }
+            (e, _) => ApiError::from_engine(&c.model, e),
+        })?;
+    // The prompt is evaluated before the first event, so errors about it still get a status.
+    let first = first_event(&c.model, &mut sub.events).await?;
+    let load = sub.load_duration;
+    if reply.stream {
+        let lines = move |ev: Event| -> Value {
+            match ev {
+                Event::Text(t) => reply.chunk(&t),
+                Event::Done(g) => reply.last("", &g, load),
+                Event::Error(e) => json!({"error": e.to_string()}),
+                Event::Embeddings { .. } => json!({"error": "unexpected embeddings"}),
+            }
+        };
+        return Ok(crate::api::ndjson(
+            first,
+            sub.events,
+            state.cut.clone(),
+            lines,
+        ));
+    }
+    let (text, done) = collect(&c.model, first, &mut sub.events).await?;
+    Ok(Json(reply.last(&text, &done, load)).into_response())
+}
