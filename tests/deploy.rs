@@ -2,15 +2,13 @@
 //! binary: every manifest parses, every kustomize reference resolves, the rendered objects refer
 //! to each other correctly, and every environment variable the manifests set is one
 //! `candlelight serve` reads, with a value its own parsers accept (taken from clap's
-//! `CommandFactory`, not from a list kept here). Renders with tests/kustomize (no kustomize
-//! binary needed); where `kubectl` is installed, its `kubectl kustomize` must agree.
+//! `CommandFactory`, not from a list kept here). Rendered by the real kustomize
+//! (`kubectl kustomize`; scripts/test-deps checks it is there).
 
 #[path = "deploy/env.rs"]
 mod env;
 #[path = "deploy/images.rs"]
 mod images;
-#[path = "deploy/kubectl.rs"]
-mod kubectl;
 mod kustomize;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,7 +37,7 @@ fn render(dir: &str) -> &'static Rendered {
         KUSTOMIZATIONS
             .iter()
             .map(|d| {
-                let r = kustomize::build(&deploy().join(d)).unwrap_or_else(|e| panic!("{d}: {e}"));
+                let r = kustomize::build(&deploy(), d).unwrap_or_else(|e| panic!("{d}: {e}"));
                 (*d, r)
             })
             .collect()
