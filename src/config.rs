@@ -329,6 +329,10 @@ pub struct RuntimeArgs {
     /// Context window in tokens (Ollama's num_ctx default); capped by the model's own limit.
     #[arg(long, env = "OLLAMA_CONTEXT_LENGTH", default_value_t = 4096)]
     pub num_ctx: usize,
+    /// Our CPU kernels: auto (the best this CPU has), avx512, avx2, or none (candle's for every
+    /// matrix). For timing each level on one machine; leave it at auto.
+    #[arg(long, env = "CANDLELIGHT_SIMD", default_value = "auto")]
+    pub simd: crate::engine::kernels::SimdLevel,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -54,6 +54,7 @@ fn open(model: &str, rt: &RuntimeArgs) -> Result<(LoadedModel, String, usize, f6
             device: device.clone(),
             max_context: rt.num_ctx,
             exact_weights: false,
+            simd: rt.simd,
         },
     )
     .with_context(|| format!("loading {}", resolved.path.display()))?;
@@ -238,6 +239,7 @@ fn cli_engine(rt: &RuntimeArgs, model: &str) -> Result<engine::Engine> {
             num_parallel: 1,
             keep_alive: engine::KeepAlive::Forever,
             metrics: None,
+            simd: rt.simd,
         },
     ))
 }
@@ -491,6 +493,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             num_parallel: args.num_parallel,
             keep_alive,
             metrics: Some(metrics.engine.clone()),
+            simd: rt.simd,
         },
     );
     tracing::info!(%addr, device = ?device, threads, "starting candlelight");

@@ -246,6 +246,7 @@ fn multilingual_e5_matches_its_reference_implementation() {
             device: candle_core::Device::Cpu,
             max_context: usize::MAX,
             exact_weights: false,
+            simd: Default::default(),
         },
     )
     .unwrap();

@@ -377,6 +377,7 @@ fn state(models_dir: &std::path::Path) -> AppState {
             num_parallel: 1,
             keep_alive: KeepAlive::Forever,
             metrics: None,
+            simd: Default::default(),
         },
     );
     let (_, cut) = tokio::sync::watch::channel(false);

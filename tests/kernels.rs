@@ -9,7 +9,7 @@ use std::io::BufReader;
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use candlelight::engine::kernels::Weight;
+use candlelight::engine::kernels::{SimdLevel, Weight};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// The test model's GGUF, read tensor by tensor.
@@ -65,7 +65,11 @@ fn q4_1_kernel_is_as_close_to_exact_as_candles_on_real_weights() {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let ours_w = Weight::new(QMatMul::from_qtensor(model.tensor(name)).unwrap()).unwrap();
+            let ours_w = Weight::new(
+                QMatMul::from_qtensor(model.tensor(name)).unwrap(),
+                SimdLevel::Auto,
+            )
+            .unwrap();
             assert_eq!(ours_w.own_block_type(), Some("Q4_1"));
             let ours: Vec<f32> = ours_w
                 .forward(&x)
@@ -99,7 +103,11 @@ fn q4_1_rows_are_independent_of_the_batch() {
     let mut model = RealModel::open();
     let mut rng = StdRng::seed_from_u64(9);
     for name in ["blk.0.attn_q.weight", "token_embd.weight"] {
-        let w = Weight::new(QMatMul::from_qtensor(model.tensor(name)).unwrap()).unwrap();
+        let w = Weight::new(
+            QMatMul::from_qtensor(model.tensor(name)).unwrap(),
+            SimdLevel::Auto,
+        )
+        .unwrap();
         let cols = 576;
         let m = 5;
         let x: Vec<f32> = (0..m * cols)
@@ -134,6 +142,7 @@ fn next_token_kl(path: &std::path::Path, text: &str) -> (f64, f64) {
                 device: Device::Cpu,
                 max_context: 1024,
                 exact_weights,
+                simd: Default::default(),
             },
         )
         .unwrap();
@@ -198,4 +207,28 @@ fn k_quant_and_q8_0_kernels_keep_next_token_kl_against_exact_f32_small() {
         eprintln!("tiny Llama-3.2 shape {name}: KL mean {mean:.6}, max {max:.6}");
         assert!(mean < 1e-4, "{name}: mean KL {mean}");
     }
+}
+
+/// CANDLELIGHT_SIMD picks the kernel level a matrix runs at: `none` leaves it to candle, and a
+/// level this CPU has is the one used (so an AVX2-only CPU's path can be timed here).
+#[test]
+fn the_simd_level_picks_the_kernel() {
+    let mut model = RealModel::open();
+    let name = "blk.0.attn_q.weight";
+    let mut at = |level: SimdLevel| {
+        Weight::new(QMatMul::from_qtensor(model.tensor(name)).unwrap(), level)
+            .unwrap()
+            .kernel()
+    };
+    assert_eq!(at(SimdLevel::None), None, "none: candle's QMatMul");
+    let auto = at(SimdLevel::Auto);
+    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    if avx2 {
+        assert_eq!(at(SimdLevel::Avx2).as_deref(), Some("interleaved/avx2"));
+        assert!(auto.is_some_and(|k| k.starts_with("interleaved/")));
+    } else {
+        assert_eq!(auto, None, "no SIMD kernel of ours on this CPU: candle's");
+    }
+    assert_eq!("avx2".parse::<SimdLevel>(), Ok(SimdLevel::Avx2));
+    assert!("sse9".parse::<SimdLevel>().is_err());
 }

@@ -79,6 +79,7 @@ fn load(path: &Path) -> LoadedModel {
             device: candle_core::Device::Cpu,
             max_context: 4096,
             exact_weights: false,
+            simd: Default::default(),
         },
     )
     .unwrap()

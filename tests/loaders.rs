@@ -226,6 +226,7 @@ fn open(path: &Path) -> LoadedModel {
             device: Device::Cpu,
             max_context: 4096,
             exact_weights: false,
+            simd: Default::default(),
         },
     )
     .unwrap()
@@ -385,6 +386,7 @@ fn broken_files_are_clear_errors() {
             device: Device::Cpu,
             max_context: 64,
             exact_weights: false,
+            simd: Default::default(),
         },
     )
     .unwrap_err();
@@ -397,6 +399,7 @@ fn broken_files_are_clear_errors() {
             device: Device::Cpu,
             max_context: 64,
             exact_weights: false,
+            simd: Default::default(),
         },
     )
     .unwrap_err();

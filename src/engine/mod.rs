@@ -56,6 +56,8 @@ pub struct EngineOptions {
     pub keep_alive: KeepAlive,
     /// Where inference reports (None: nowhere, e.g. a one-off CLI job).
     pub metrics: Option<crate::metrics::EngineMetrics>,
+    /// Which of our CPU kernels may run (`CANDLELIGHT_SIMD`).
+    pub simd: kernels::SimdLevel,
 }
 
 /// A model that is loaded and has a worker thread.
@@ -227,6 +229,7 @@ impl Engine {
             device: self.inner.opts.device.clone(),
             max_context: usize::MAX,
             exact_weights: false,
+            simd: self.inner.opts.simd,
         };
         let path = resolved.path.clone();
         let start = Instant::now();

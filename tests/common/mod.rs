@@ -67,6 +67,7 @@ pub fn model() -> MutexGuard<'static, LoadedModel> {
                     device: candle_core::Device::Cpu,
                     max_context: 2048,
                     exact_weights: false,
+                    simd: Default::default(),
                 },
             )
             .expect("test model loads");

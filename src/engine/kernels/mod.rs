@@ -74,17 +74,63 @@ pub enum Weight {
     Own(Arc<dyn QuantMatmul>),
 }
 
-/// The interleaved layout where this CPU has SIMD kernels for it; `None` leaves the matrix to
-/// candle's `QMatMul` (its own SIMD: NEON on ARM, AVX on x86 without AVX2), never a scalar loop.
-fn grouped<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Option<Arc<dyn QuantMatmul>> {
-    if K::simd_group_kernels().is_empty() {
-        return None;
-    }
-    InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols)
-        .map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
+/// Which of our SIMD kernels may run (`CANDLELIGHT_SIMD`): the best this CPU has (`auto`),
+/// only the AVX-512 or only the AVX2 ones (where the CPU has them), or `none` of ours — candle's
+/// `QMatMul` for every matrix. For timing each level side by side on one machine (an AVX2-only
+/// home-lab CPU runs what `avx2` runs here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimdLevel {
+    #[default]
+    Auto,
+    Avx512,
+    Avx2,
+    None,
 }
 
-type Builder = fn(&[u8], usize, usize) -> Option<Arc<dyn QuantMatmul>>;
+impl SimdLevel {
+    fn allows(self, kernel: &str) -> bool {
+        match self {
+            SimdLevel::Auto => true,
+            SimdLevel::Avx512 => kernel == "avx512",
+            SimdLevel::Avx2 => kernel == "avx2",
+            SimdLevel::None => false,
+        }
+    }
+}
+
+impl std::str::FromStr for SimdLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(SimdLevel::Auto),
+            "avx512" => Ok(SimdLevel::Avx512),
+            "avx2" => Ok(SimdLevel::Avx2),
+            "none" | "candle" | "scalar" => Ok(SimdLevel::None),
+            other => Err(format!(
+                "CANDLELIGHT_SIMD '{other}': use auto, avx512, avx2 or none (candle's kernels)"
+            )),
+        }
+    }
+}
+
+/// The interleaved layout with the best of this CPU's SIMD kernels that `simd` allows; `None`
+/// leaves the matrix to candle's `QMatMul` (its own SIMD: NEON on ARM, AVX on x86 without
+/// AVX2), never a scalar loop.
+fn grouped<K: Interleaved>(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    simd: SimdLevel,
+) -> Option<Arc<dyn QuantMatmul>> {
+    let kernel = K::simd_group_kernels()
+        .into_iter()
+        .find(|k| simd.allows(k.name))?;
+    InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols)
+        .map(|m| Arc::new(m.with_kernel(kernel)) as Arc<dyn QuantMatmul>)
+}
+
+type Builder = fn(&[u8], usize, usize, SimdLevel) -> Option<Arc<dyn QuantMatmul>>;
 
 /// How a block type's matrices are held, if we have kernels for it.
 fn builder(dtype: GgmlDType) -> Option<Builder> {
@@ -184,18 +230,28 @@ pub fn variants(
 }
 
 impl Weight {
-    /// Takes over the block types we have kernels for, on the CPU; leaves the rest to candle.
-    pub fn new(m: QMatMul) -> Result<Self, EngineError> {
+    /// Takes over the block types we have kernels for, on the CPU, at the best level `simd`
+    /// allows; leaves the rest to candle.
+    pub fn new(m: QMatMul, simd: SimdLevel) -> Result<Self, EngineError> {
         if let QMatMul::QTensor(t) = &m {
             if let ([rows, cols], true) = (t.shape().dims(), t.device().is_cpu()) {
                 if let Some(build) = builder(t.dtype()) {
-                    if let Some(q) = build(&t.data()?, *rows, *cols) {
+                    if let Some(q) = build(&t.data()?, *rows, *cols, simd) {
                         return Ok(Weight::Own(q));
                     }
                 }
             }
         }
         Ok(Weight::Candle(m))
+    }
+
+    /// Layout and instruction set of our kernel (`interleaved/avx2`), `None` when candle does
+    /// the work.
+    pub fn kernel(&self) -> Option<String> {
+        match self {
+            Weight::Own(w) => Some(w.kernel()),
+            Weight::Candle(_) => None,
+        }
     }
 
     /// The block type our kernel runs, `None` when candle does the work.

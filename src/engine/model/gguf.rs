@@ -178,7 +178,7 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         device: opts.device.clone(),
         exact: opts.exact_weights,
     };
-    let model = Llama::load(&mut src, cfg, &opts.device)?;
+    let model = Llama::load(&mut src, cfg, &opts.device, opts.simd)?;
     Ok(LoadedModel::new(Box::new(model), tokenizer, info))
 }
 

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::spec::{LanguageModel, ModelConfig, RopeStyle, WeightSource};
-use crate::engine::kernels::{self, Weight};
+use crate::engine::kernels::{self, SimdLevel, Weight};
 use crate::engine::kv_cache::KvCache;
 use crate::engine::EngineError;
 
@@ -40,13 +40,18 @@ pub struct Llama {
 }
 
 impl Llama {
-    pub fn load(src: &mut dyn WeightSource, cfg: ModelConfig, device: &Device) -> Result<Self> {
+    pub fn load(
+        src: &mut dyn WeightSource,
+        cfg: ModelConfig,
+        device: &Device,
+        simd: SimdLevel,
+    ) -> Result<Self> {
         let act_dtype = src.activation_dtype();
-        let embed = Weight::new(src.matrix("token_embd.weight")?)?;
+        let embed = Weight::new(src.matrix("token_embd.weight")?, simd)?;
         // Tied embeddings (SmolLM2, Llama 3.2 1B/3B): no separate output matrix in the file;
         // both uses share one copy.
         let lm_head = if src.contains("output.weight") {
-            Weight::new(src.matrix("output.weight")?)?
+            Weight::new(src.matrix("output.weight")?, simd)?
         } else {
             embed.clone()
         };
@@ -56,14 +61,14 @@ impl Llama {
             let p = format!("blk.{i}");
             layers.push(Layer {
                 attn_norm: src.vector(&format!("{p}.attn_norm.weight"), act_dtype)?,
-                wq: Weight::new(src.matrix(&format!("{p}.attn_q.weight"))?)?,
-                wk: Weight::new(src.matrix(&format!("{p}.attn_k.weight"))?)?,
-                wv: Weight::new(src.matrix(&format!("{p}.attn_v.weight"))?)?,
-                wo: Weight::new(src.matrix(&format!("{p}.attn_output.weight"))?)?,
+                wq: Weight::new(src.matrix(&format!("{p}.attn_q.weight"))?, simd)?,
+                wk: Weight::new(src.matrix(&format!("{p}.attn_k.weight"))?, simd)?,
+                wv: Weight::new(src.matrix(&format!("{p}.attn_v.weight"))?, simd)?,
+                wo: Weight::new(src.matrix(&format!("{p}.attn_output.weight"))?, simd)?,
                 ffn_norm: src.vector(&format!("{p}.ffn_norm.weight"), act_dtype)?,
-                w_gate: Weight::new(src.matrix(&format!("{p}.ffn_gate.weight"))?)?,
-                w_up: Weight::new(src.matrix(&format!("{p}.ffn_up.weight"))?)?,
-                w_down: Weight::new(src.matrix(&format!("{p}.ffn_down.weight"))?)?,
+                w_gate: Weight::new(src.matrix(&format!("{p}.ffn_gate.weight"))?, simd)?,
+                w_up: Weight::new(src.matrix(&format!("{p}.ffn_up.weight"))?, simd)?,
+                w_down: Weight::new(src.matrix(&format!("{p}.ffn_down.weight"))?, simd)?,
             });
         }
         let freq_factors = src.rope_freq_factors()?;

@@ -194,7 +194,7 @@ struct SafetensorsParts {
 
 pub(super) fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let mut parts = load_safetensors_parts(dir, &opts.device, opts.max_context)?;
-    let model = Llama::load(&mut parts.src, parts.cfg, &opts.device)?;
+    let model = Llama::load(&mut parts.src, parts.cfg, &opts.device, opts.simd)?;
     Ok(LoadedModel::new(
         Box::new(model),
         parts.tokenizer,

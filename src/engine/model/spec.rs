@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
+use crate::engine::kernels::SimdLevel;
 use crate::engine::kv_cache::KvCache;
 use crate::engine::EngineError;
 
@@ -161,6 +162,8 @@ pub struct LoadOptions {
     /// reference the quantized kernels are measured against (KL of next-token distributions).
     /// 4-8x the memory and slower; for tests.
     pub exact_weights: bool,
+    /// Which of our CPU kernels may run (`CANDLELIGHT_SIMD`).
+    pub simd: SimdLevel,
 }
 
 /// Facts about a loaded model that the API reports (`/api/show`, `/api/ps`).
