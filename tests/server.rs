@@ -162,9 +162,31 @@ fn error_paths_have_ollama_status_and_body() {
         (
             "/api/chat",
             json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "tools": [{"type": "function", "function": {"name": "get weather"}}]}),
             400,
-            "does not support tools",
+            "tool name \"get weather\": use 1 to 64 letters",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]}),
+            400,
+            "must describe an object",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                "properties": {"a": {"type": "string", "pattern": "(?<=a)b"}}}}}]}),
+            400,
+            "invalid tools",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "assistant", "content": "",
+                "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]}),
+            400,
+            "tool call arguments must be a JSON object",
         ),
         (
             "/api/embed",
@@ -319,7 +341,7 @@ fn context_continues_a_conversation_and_load_unload_work() {
         .as_str()
         .unwrap()
         .contains("<|im_start|>assistant"));
-    assert_eq!(unloaded["capabilities"], json!(["completion"]));
+    assert_eq!(unloaded["capabilities"], json!(["completion", "tools"]));
     let (st, first) = s.post(
         "/api/generate",
         json!({"model": MODEL, "prompt": "My name is Ada.",
@@ -626,4 +648,64 @@ fn parallel_slots_interleave_generations() {
         last["created_at"],
         b["created_at"]
     );
+}
+
+/// What Open WebUI's native function calling sends to an Ollama connection
+/// (`backend/open_webui/utils/payload.py`): its own `metadata` beside the request, options it
+/// passes through whether or not they apply, the tools, streaming; then the call goes back as
+/// an assistant message (`index`, `id`, arguments as an object, content "") and the result as a
+/// `tool` message that names the call only by `tool_call_id`.
+#[test]
+fn open_webui_native_tool_calling_round_trip() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let c = client();
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string",
+            "description": "City name"}}, "required": ["city"]}}}]);
+    let question = json!({"role": "user", "content": "<tool_call> get_weather for Berlin"});
+    let lines = |body: Value| -> Vec<Value> {
+        let r = c
+            .post(format!("{}/api/chat", s.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        BufReader::new(r)
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect()
+    };
+    let first = lines(json!({
+        "model": MODEL, "messages": [question.clone()], "stream": true,
+        "tools": tools, "keep_alive": "5m",
+        "options": {"temperature": 0, "num_gpu": 1, "use_mmap": true},
+        "metadata": {"chat_id": "c1", "message_id": "m1", "session_id": "s1",
+                     "tool_ids": ["weather"], "features": {"web_search": false}}}));
+    let with_calls: Vec<&Value> = first
+        .iter()
+        .filter(|l| l["message"]["tool_calls"].is_array())
+        .collect();
+    assert_eq!(with_calls.len(), 1, "{first:?}");
+    let call = &with_calls[0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(call["function"]["arguments"]["city"].is_string(), "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("call_"), "{id}");
+    assert_eq!(first.last().unwrap()["done"], true);
+
+    let follow = lines(json!({
+        "model": MODEL, "stream": true, "tools": tools, "options": {"temperature": 0, "num_predict": 24},
+        "messages": [question,
+            {"role": "assistant", "content": "", "tool_calls": [{"index": 0, "id": id,
+                "function": {"name": "get_weather", "arguments": call["function"]["arguments"]}}]},
+            {"role": "tool", "tool_call_id": id, "content": "14 degrees, rain"}]}));
+    let last = follow.last().unwrap();
+    assert_eq!(last["done"], true, "{follow:?}");
+    // The call and its result were rendered into the prompt (a call block and a response
+    // block: well over 20 tokens more than the question alone).
+    let asked = first.last().unwrap()["prompt_eval_count"].as_u64().unwrap();
+    let answered = last["prompt_eval_count"].as_u64().unwrap();
+    assert!(answered > asked + 20, "{asked} -> {answered}");
 }

@@ -8,6 +8,7 @@ pub mod ollama;
 pub mod openai;
 pub mod params;
 pub mod server;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -394,14 +395,14 @@ pub(crate) fn ndjson<F>(
     mut line: F,
 ) -> Response
 where
-    F: FnMut(Event) -> Value + Send + 'static,
+    F: FnMut(Event) -> Vec<Value> + Send + 'static,
 {
     event_stream(
         first,
         events,
         cut,
         "application/x-ndjson",
-        move |ev| vec![format!("{}\n", line(ev))],
+        move |ev| line(ev).into_iter().map(|v| format!("{v}\n")).collect(),
         None,
     )
 }

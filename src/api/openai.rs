@@ -16,8 +16,9 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::ollama::embed_texts;
 use super::params::{json_body, Options};
+use super::tools::{openai_calls, parse_call, parse_choice, parse_tools, tool_use};
 use super::{collect, event_stream, first_event, require_model, AppState};
-use crate::engine::{ChatMessage, Event, Format, GenerateTask, Generated, PromptInput};
+use crate::engine::{ChatMessage, Event, Format, GenerateTask, Generated, PromptInput, ToolUse};
 
 /// An [`ApiError`] in OpenAI's `{"error": {"message", "type", ...}}` shape.
 pub struct OpenAiError(ApiError);
@@ -76,6 +77,8 @@ struct Sampling {
     response_format: Option<Value>,
     #[serde(default)]
     tools: Vec<Value>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,35 @@ struct CompletionBody {
     prompt: Option<Value>,
     #[serde(default)]
     suffix: String,
+}
+
+/// Messages as the engine reads them; a `tool` message is named by the earlier call its
+/// `tool_call_id` answers (or its own `name`).
+fn messages(wire: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut ids: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::with_capacity(wire.len());
+    for v in wire {
+        let mut m = message(v)?;
+        if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
+            for c in calls {
+                let (id, call) = parse_call(c)?;
+                if let Some(id) = id {
+                    ids.push((id, call.name.clone()));
+                }
+                m.tool_calls.push(call);
+            }
+        }
+        if m.role == "tool" {
+            m.tool_name = v
+                .get("tool_call_id")
+                .and_then(Value::as_str)
+                .and_then(|id| ids.iter().find(|(i, _)| i == id))
+                .map(|(_, n)| n.clone())
+                .or_else(|| v.get("name").and_then(Value::as_str).map(str::to_owned));
+        }
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// Message content: a string or an array of parts, of which text parts are used.
@@ -141,14 +173,12 @@ fn options(s: &Sampling) -> Result<Options, ApiError> {
     Options::parse(&map)
 }
 
-fn check(state: &AppState, s: &Sampling) -> Result<String, ApiError> {
-    let model = require_model(state, s.model.as_deref())?;
-    if !s.tools.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "\"{model}\" does not support tools"
-        )));
-    }
-    Ok(model)
+fn tools(s: &Sampling) -> Result<Option<ToolUse>, ApiError> {
+    tool_use(
+        parse_tools(&s.tools)?,
+        parse_choice(s.tool_choice.as_ref())?,
+        s.parallel_tool_calls.unwrap_or(true),
+    )
 }
 
 /// OpenAI `response_format`: `text`, `json_object`, or `json_schema` with a `schema`.
@@ -168,6 +198,15 @@ fn response_format(s: &Sampling) -> Result<Option<Format>, ApiError> {
         Some(t) => Err(ApiError::bad_request(format!(
             "invalid response_format type: {t}"
         ))),
+    }
+}
+
+/// `tool_calls` when the answer called functions, else why generation ended.
+fn finish_reason(g: &Generated) -> &'static str {
+    if g.tool_calls.is_empty() {
+        g.completion.finish.as_str()
+    } else {
+        "tool_calls"
     }
 }
 
@@ -211,10 +250,12 @@ impl Shape {
 }
 
 async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> OaResult<Response> {
-    let model = check(&state, &s)?;
+    let model = require_model(&state, s.model.as_deref())?;
     let o = options(&s)?;
     let format = response_format(&s)?;
+    let tools = if chat { tools(&s)? } else { None };
     let task = GenerateTask {
+        tools,
         input,
         sampling: o.sampling(),
         num_predict: o.max_tokens(),
@@ -237,8 +278,15 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
     };
     if !s.stream {
         let (text, g) = collect(&shape.model, first, &mut sub.events).await?;
-        let finish = g.completion.finish.as_str();
-        let mut v = shape.envelope(false, json!([shape.choice(&text, Some(finish), false)]));
+        let mut choice = shape.choice(&text, Some(finish_reason(&g)), false);
+        if !g.tool_calls.is_empty() {
+            let message = &mut choice["message"];
+            message["tool_calls"] = openai_calls(&g.tool_calls, false);
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+        }
+        let mut v = shape.envelope(false, json!([choice]));
         v["usage"] = usage(&g);
         return Ok(Json(v).into_response());
     }
@@ -250,10 +298,17 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
                 shape.envelope(true, json!([shape.choice(&t, None, true)]))
             )],
             Event::Done(g) => {
-                let finish = g.completion.finish.as_str();
-                let mut out = vec![sse(
+                let mut out = Vec::new();
+                if !g.tool_calls.is_empty() {
+                    let mut choice = shape.choice("", None, true);
+                    choice["delta"]["tool_calls"] = openai_calls(&g.tool_calls, true);
+                    choice["delta"]["content"] = Value::Null;
+                    out.push(sse(shape.envelope(true, json!([choice]))));
+                }
+                let finish = finish_reason(&g);
+                out.push(sse(
                     shape.envelope(true, json!([shape.choice("", Some(finish), true)]))
-                )];
+                ));
                 if include_usage {
                     let mut u = shape.envelope(true, json!([]));
                     u["usage"] = usage(&g);
@@ -282,11 +337,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Bytes) -> OaR
     if b.messages.is_empty() {
         return Err(ApiError::bad_request("[] is too short - 'messages'").into());
     }
-    let messages = b
-        .messages
-        .iter()
-        .map(message)
-        .collect::<Result<Vec<_>, _>>()?;
+    let messages = messages(&b.messages)?;
     run(state, b.s, PromptInput::Chat(messages), true).await
 }
 

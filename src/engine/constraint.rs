@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
 use super::tokenizer::Tokenizer;
+use super::tools::{ToolSyntax, ToolUse};
 use super::EngineError;
 
 /// What output format a request asks for.
@@ -91,6 +92,18 @@ impl Grammars {
     pub fn compile(&self, format: &Format) -> Result<Constraint, EngineError> {
         self.factory()?.matcher(format)
     }
+
+    /// A fresh matcher for an answer that may (or must) call `tools` in `syntax`; a text
+    /// answer, where allowed, follows `format` when one is given.
+    pub fn compile_tools(
+        &self,
+        syntax: ToolSyntax,
+        tools: &ToolUse,
+        format: Option<&Format>,
+    ) -> Result<Constraint, EngineError> {
+        tools.validate()?;
+        self.factory()?.tools_matcher(syntax, tools, format)
+    }
 }
 
 /// One per loaded model: the token trie and llguidance's parser factory.
@@ -136,21 +149,32 @@ impl ConstraintFactory {
     /// Compiles a format into a fresh matcher. A schema llguidance cannot compile is the
     /// caller's error (400), with llguidance's message.
     pub fn matcher(&self, format: &Format) -> Result<Constraint, EngineError> {
-        let schema = match format {
-            Format::JsonObject => json!({"type": "object"}),
-            Format::Schema(s) => s.clone(),
-        };
-        let mut schema = schema;
-        close_objects(&mut schema);
-        let grammar = TopLevelGrammar::from_json_schema(with_compact_whitespace(schema));
-        let parser = self.factory.create_parser(grammar).map_err(|e| {
-            EngineError::InvalidInput(format!("invalid JSON schema in format: {e}"))
-        })?;
+        let grammar = TopLevelGrammar::from_json_schema(format.schema());
+        self.compile(grammar, "invalid JSON schema in format")
+    }
+
+    /// See [`Grammars::compile_tools`].
+    pub fn tools_matcher(
+        &self,
+        syntax: ToolSyntax,
+        tools: &ToolUse,
+        format: Option<&Format>,
+    ) -> Result<Constraint, EngineError> {
+        let lark = syntax.grammar(tools, format.map(Format::schema).as_ref());
+        self.compile(
+            TopLevelGrammar::from_lark(lark),
+            "invalid tools (a parameters schema that cannot be enforced?)",
+        )
+    }
+
+    fn compile(&self, grammar: TopLevelGrammar, what: &str) -> Result<Constraint, EngineError> {
+        let parser = self
+            .factory
+            .create_parser(grammar)
+            .map_err(|e| EngineError::InvalidInput(format!("{what}: {e}")))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(EngineError::InvalidInput(format!(
-                "invalid JSON schema in format: {e}"
-            )));
+            return Err(EngineError::InvalidInput(format!("{what}: {e}")));
         }
         Ok(Constraint {
             matcher,
@@ -159,14 +183,31 @@ impl ConstraintFactory {
     }
 }
 
+impl Format {
+    /// The JSON Schema this format enforces, as it is compiled: closed objects, compact
+    /// whitespace.
+    pub fn schema(&self) -> Value {
+        let mut schema = match self {
+            Format::JsonObject => json!({"type": "object"}),
+            Format::Schema(s) => s.clone(),
+        };
+        close_objects(&mut schema);
+        with_compact_whitespace(schema)
+    }
+}
+
+/// `maxItems` of a list whose schema gives none.
+pub const MAX_ITEMS: u64 = 64;
+
 const LENIENT_KEYWORDS: &[&str] = &["uniqueItems", "contentEncoding", "contentMediaType"];
 
 /// Objects that list their `properties` and say nothing about others get
 /// `additionalProperties: false` (OpenAI's strict mode does the same). Every output stays valid
 /// against the schema as written, and a small model cannot wander off inventing keys until
 /// `num_predict` cuts the JSON in half.
-/// Also drops [`LENIENT_KEYWORDS`] and bounds integers to the I-JSON range.
-fn close_objects(schema: &mut Value) {
+/// Also drops [`LENIENT_KEYWORDS`], bounds integers to the I-JSON range and lists to
+/// [`MAX_ITEMS`].
+pub(super) fn close_objects(schema: &mut Value) {
     let Some(obj) = schema.as_object_mut() else {
         if let Some(items) = schema.as_array_mut() {
             items.iter_mut().for_each(close_objects);
@@ -188,6 +229,16 @@ fn close_objects(schema: &mut Value) {
         Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
         _ => false,
     };
+    // Likewise a list without a bound: a looping small model repeats an item until the
+    // context is full, and the answer is cut mid-value. No household document lists more.
+    let is_array = match obj.get("type") {
+        Some(Value::String(t)) => t == "array",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "array"),
+        _ => obj.contains_key("items") || obj.contains_key("prefixItems"),
+    };
+    if is_array && !obj.contains_key("maxItems") {
+        obj.insert("maxItems".into(), json!(MAX_ITEMS));
+    }
     if is_integer {
         const SAFE: i64 = (1 << 53) - 1;
         if !obj.contains_key("minimum") && !obj.contains_key("exclusiveMinimum") {
@@ -224,7 +275,7 @@ fn close_objects(schema: &mut Value) {
 
 /// No whitespace between tokens: small models otherwise fill the output with blank lines
 /// (ollama#2577), and every byte of whitespace is a decode step.
-fn with_compact_whitespace(mut schema: Value) -> Value {
+pub(super) fn with_compact_whitespace(mut schema: Value) -> Value {
     if let Some(obj) = schema.as_object_mut() {
         obj.entry("x-guidance").or_insert_with(|| {
             json!({"whitespace_flexible": false, "item_separator": ",", "key_separator": ":",
@@ -316,6 +367,12 @@ mod tests {
         close_objects(&mut n);
         assert_eq!(n["minimum"], 0);
         assert_eq!(n["maximum"], (1i64 << 53) - 1);
+        let mut list = json!({"type": "array", "items": {"type": "string"}});
+        close_objects(&mut list);
+        assert_eq!(list["maxItems"], MAX_ITEMS);
+        let mut bounded = json!({"type": "array", "maxItems": 3});
+        close_objects(&mut bounded);
+        assert_eq!(bounded["maxItems"], 3);
         let mut free = json!({"type": "object"});
         close_objects(&mut free);
         assert!(

@@ -13,6 +13,7 @@ pub mod request;
 pub mod sampler;
 pub mod template;
 pub mod tokenizer;
+pub mod tools;
 mod worker;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use request::{EmbedTask, Event, GenerateTask, Generated, KeepAlive, PromptIn
 pub use sampler::{Sampler, SamplingParams};
 pub use template::{ChatMessage, ChatTemplate};
 pub use tokenizer::Tokenizer;
+pub use tools::{Tool, ToolCall, ToolChoice, ToolSyntax, ToolUse};
 
 use crate::store::ModelStore;
 use worker::{Job, Task};
@@ -370,15 +372,34 @@ impl Engine {
         if model.card.info.kind != ModelKind::Generative {
             return Err(EngineError::NotCapable("generate"));
         }
-        let constraint = match task.format.clone() {
-            Some(format) => {
+        let syntax = match &task.tools {
+            Some(_) => Some(
+                model
+                    .card
+                    .template
+                    .tool_syntax()
+                    .ok_or(EngineError::NotCapable("tools"))?,
+            ),
+            None => None,
+        };
+        let constraint = match (task.tools.clone(), syntax, task.format.clone()) {
+            (Some(tools), Some(syntax), format) => {
+                let grammars = model.grammars.clone();
+                let compiled = tokio::task::spawn_blocking(move || {
+                    grammars.compile_tools(syntax, &tools, format.as_ref())
+                })
+                .await
+                .map_err(|_| EngineError::WorkerGone)??;
+                Some(Box::new(compiled))
+            }
+            (_, _, Some(format)) => {
                 let grammars = model.grammars.clone();
                 let compiled = tokio::task::spawn_blocking(move || grammars.compile(&format))
                     .await
                     .map_err(|_| EngineError::WorkerGone)??;
                 Some(Box::new(compiled))
             }
-            None => None,
+            _ => None,
         };
         self.submit(
             model,

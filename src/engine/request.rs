@@ -7,6 +7,7 @@ use super::constraint::Format;
 use super::generate::Completion;
 use super::sampler::SamplingParams;
 use super::template::ChatMessage;
+use super::tools::{ToolCall, ToolUse};
 use super::EngineError;
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct GenerateTask {
     pub truncate: bool,
     /// Constrain the output to JSON / a JSON Schema.
     pub format: Option<Format>,
+    /// Functions the model may (or must) call; `None`: plain answers only.
+    pub tools: Option<ToolUse>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +72,8 @@ pub struct Generated {
     pub truncated: bool,
     /// Time in the worker (prompt evaluation + generation).
     pub total: Duration,
+    /// Calls the answer made (its text events carried only the text around them).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 #[derive(Debug)]

@@ -4,12 +4,17 @@
 //! encoded as plain text, so user content can never forge a turn boundary.
 
 use super::tokenizer::Tokenizer;
+use super::tools::{tool_lines, Tool, ToolCall, ToolSyntax};
 use super::EngineError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// Calls an assistant turn made.
+    pub tool_calls: Vec<ToolCall>,
+    /// The function a `tool` turn answers for.
+    pub tool_name: Option<String>,
 }
 
 impl ChatMessage {
@@ -17,6 +22,8 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_name: None,
         }
     }
 }
@@ -91,18 +98,61 @@ impl ChatTemplate {
         }
     }
 
-    fn pieces(&self, messages: &[ChatMessage], generation_prompt: bool) -> Vec<Piece> {
+    /// How this template writes tool calls; `None`: it cannot offer tools.
+    pub fn tool_syntax(&self) -> Option<ToolSyntax> {
+        match self {
+            ChatTemplate::ChatMl { .. } => Some(ToolSyntax::Tagged),
+            ChatTemplate::Llama3 { .. } => Some(ToolSyntax::Llama3Json),
+            ChatTemplate::Plain => None,
+        }
+    }
+
+    fn pieces(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        generation_prompt: bool,
+    ) -> Vec<Piece> {
         let mut out = Vec::new();
         match self {
             ChatTemplate::ChatMl { default_system } => {
-                let has_system = messages.first().is_some_and(|m| m.role == "system");
-                let default = default_system.as_ref().filter(|_| !has_system);
-                let defaults = default.map(|s| ChatMessage::new("system", s.as_str()));
-                for m in defaults.iter().chain(messages) {
+                let turn = |out: &mut Vec<Piece>, role: &str, content: &str| {
                     out.push(Piece::Special("<|im_start|>"));
-                    out.push(Piece::Text(format!("{}\n{}", m.role, m.content)));
+                    out.push(Piece::Text(format!("{role}\n{content}")));
                     out.push(Piece::Special("<|im_end|>"));
                     out.push(Piece::Text("\n".into()));
+                };
+                let mut messages = messages;
+                let system = match messages.first() {
+                    Some(m) if m.role == "system" => {
+                        messages = &messages[1..];
+                        Some(m.content.clone())
+                    }
+                    _ => default_system.clone(),
+                };
+                let system = match (system, tools.is_empty()) {
+                    (s, true) => s,
+                    (s, false) => Some(chatml_tools_system(s.as_deref(), tools)),
+                };
+                if let Some(s) = system {
+                    turn(&mut out, "system", &s);
+                }
+                let mut i = 0;
+                while i < messages.len() {
+                    let m = &messages[i];
+                    if m.role == "tool" {
+                        // Consecutive results go back together, in one user turn.
+                        let mut results = Vec::new();
+                        while let Some(r) = messages.get(i).filter(|m| m.role == "tool") {
+                            results
+                                .push(format!("<tool_response>\n{}\n</tool_response>", r.content));
+                            i += 1;
+                        }
+                        turn(&mut out, "user", &results.join("\n"));
+                        continue;
+                    }
+                    turn(&mut out, &m.role, &with_calls(m, ToolSyntax::Tagged));
+                    i += 1;
                 }
                 if generation_prompt {
                     out.push(Piece::Special("<|im_start|>"));
@@ -127,12 +177,34 @@ impl ChatTemplate {
                         _ => "",
                     };
                     header(&mut out, "system");
-                    out.push(Piece::Text(format!("{preamble}{system}")));
+                    let note = if tools.is_empty() {
+                        ""
+                    } else {
+                        LLAMA3_TOOLS_SYSTEM
+                    };
+                    let sep = if note.is_empty() || system.is_empty() {
+                        ""
+                    } else {
+                        "\n\n"
+                    };
+                    out.push(Piece::Text(format!("{preamble}{system}{sep}{note}")));
                     out.push(Piece::Special("<|eot_id|>"));
                 }
-                for m in messages {
-                    header(&mut out, &m.role);
-                    out.push(Piece::Text(m.content.trim().to_owned()));
+                // Llama 3.2 reads the functions with the question they are for: the last user turn.
+                let last_user = messages.iter().rposition(|m| m.role == "user");
+                for (i, m) in messages.iter().enumerate() {
+                    let role = if m.role == "tool" {
+                        "ipython"
+                    } else {
+                        m.role.as_str()
+                    };
+                    header(&mut out, role);
+                    let content = if Some(i) == last_user && !tools.is_empty() {
+                        llama3_tools_question(tools, m.content.trim())
+                    } else {
+                        with_calls(m, ToolSyntax::Llama3Json).trim().to_owned()
+                    };
+                    out.push(Piece::Text(content));
                     out.push(Piece::Special("<|eot_id|>"));
                 }
                 if generation_prompt {
@@ -155,12 +227,23 @@ impl ChatTemplate {
         generation_prompt: bool,
         tok: &Tokenizer,
     ) -> Result<Vec<u32>, EngineError> {
+        self.render_with_tools(messages, &[], generation_prompt, tok)
+    }
+
+    /// [`render`](Self::render) with functions offered to the model.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        generation_prompt: bool,
+        tok: &Tokenizer,
+    ) -> Result<Vec<u32>, EngineError> {
         let mut ids = Vec::new();
         if matches!(self, ChatTemplate::Plain) && tok.add_bos {
             ids.extend(tok.bos);
         }
         let mut text = String::new();
-        for piece in self.pieces(messages, generation_prompt) {
+        for piece in self.pieces(messages, tools, generation_prompt) {
             match piece {
                 Piece::Text(t) => text.push_str(&t),
                 Piece::Special(name) => {
@@ -186,7 +269,17 @@ impl ChatTemplate {
 
     /// The same conversation as text (control tokens written out), for display and logs.
     pub fn render_text(&self, messages: &[ChatMessage], generation_prompt: bool) -> String {
-        self.pieces(messages, generation_prompt)
+        self.render_text_with_tools(messages, &[], generation_prompt)
+    }
+
+    /// [`render_text`](Self::render_text) with functions offered to the model.
+    pub fn render_text_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        generation_prompt: bool,
+    ) -> String {
+        self.pieces(messages, tools, generation_prompt)
             .into_iter()
             .map(|p| match p {
                 Piece::Special(s) => s.to_owned(),
@@ -208,6 +301,45 @@ impl ChatTemplate {
         ids.dedup();
         ids
     }
+}
+
+/// A turn's text followed by the calls it made, in the template's syntax.
+fn with_calls(m: &ChatMessage, syntax: ToolSyntax) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !m.content.is_empty() {
+        parts.push(m.content.clone());
+    }
+    parts.extend(m.tool_calls.iter().map(|c| syntax.write_call(c)));
+    parts.join("\n")
+}
+
+/// The system turn of a ChatML conversation that offers tools (the Hermes/Qwen layout).
+fn chatml_tools_system(system: Option<&str>, tools: &[Tool]) -> String {
+    let lead = system.map(|s| format!("{s}\n\n")).unwrap_or_default();
+    format!(
+        "{lead}# Tools\n\nYou may call one or more functions to answer the user. The functions \
+         are listed inside <tools></tools>:\n<tools>\n{}\n</tools>\n\nTo call a function, \
+         answer with a JSON object holding its name and arguments inside \
+         <tool_call></tool_call> tags:\n<tool_call>\n{{\"name\": <function name>, \
+         \"arguments\": <arguments object>}}\n</tool_call>",
+        tool_lines(tools)
+    )
+}
+
+/// Added to a Llama 3 system turn when functions are offered.
+const LLAMA3_TOOLS_SYSTEM: &str = "When you receive the result of a function call, use it to \
+    answer the user's original question.\n\nYou are a helpful assistant that can call functions.";
+
+/// The last user turn of a Llama 3 conversation that offers functions, in the layout Llama
+/// 3.1/3.2 were trained on for JSON function calls.
+fn llama3_tools_question(tools: &[Tool], question: &str) -> String {
+    let listed = tool_lines(tools).replace('\n', "\n\n");
+    format!(
+        "Given the following functions, please respond with a JSON for a function call with its \
+         proper arguments that best answers the given prompt.\n\nRespond in the format \
+         {{\"name\": function name, \"parameters\": dictionary of argument name and its \
+         value}}. Do not use variables.\n\n{listed}\n\nQuestion: {question}"
+    )
 }
 
 /// SmolLM2's template inserts a fixed system prompt when none is given; read it from the
@@ -437,5 +569,88 @@ mod tests {
             ),
             format!("{hdr}Sys<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>")
         );
+    }
+
+    fn weather() -> Vec<Tool> {
+        vec![Tool {
+            name: "get_weather".into(),
+            description: "Weather".into(),
+            parameters: serde_json::json!({"type": "object"}),
+        }]
+    }
+
+    fn call_and_result() -> Vec<ChatMessage> {
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls.push(ToolCall {
+            name: "get_weather".into(),
+            arguments: serde_json::json!({"city": "Paris"}),
+        });
+        let mut result = ChatMessage::new("tool", "14 C");
+        result.tool_name = Some("get_weather".into());
+        vec![
+            ChatMessage::new("user", "Weather?"),
+            call,
+            result.clone(),
+            result,
+        ]
+    }
+
+    #[test]
+    fn chatml_offers_tools_in_the_system_turn_and_returns_results_as_one_user_turn() {
+        let text = smol().render_text_with_tools(&call_and_result(), &weather(), true);
+        let tools_line = r#"{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object"}}}"#;
+        assert!(
+            text.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("<tools>\n{tools_line}\n</tools>")),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n\
+                 {\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call><|im_end|>\n\
+                 <|im_start|>user\n<tool_response>\n14 C\n</tool_response>\n<tool_response>\n14 C\n\
+                 </tool_response><|im_end|>\n<|im_start|>assistant\n"
+            ),
+            "{text}"
+        );
+        // Without tools nothing changes.
+        assert_eq!(
+            smol().render_text_with_tools(&[ChatMessage::new("user", "Hi")], &[], true),
+            smol().render_text(&[ChatMessage::new("user", "Hi")], true)
+        );
+    }
+
+    #[test]
+    fn llama3_lists_functions_with_the_last_question_and_results_come_from_ipython() {
+        let t = ChatTemplate::Llama3 {
+            system_preamble: Some("Cutting Knowledge Date: December 2023\n\n".into()),
+        };
+        let mut messages = call_and_result();
+        messages.push(ChatMessage::new("user", "And tomorrow?"));
+        let text = t.render_text_with_tools(&messages, &weather(), true);
+        assert!(text.starts_with(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge \
+             Date: December 2023\n\nWhen you receive the result of a function call"
+        ));
+        assert!(
+            text.contains(
+                "<|start_header_id|>user<|end_header_id|>\n\nWeather?<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n{\"name\":\"get_weather\",\
+             \"parameters\":{\"city\":\"Paris\"}}<|eot_id|>\
+             <|start_header_id|>ipython<|end_header_id|>\n\n14 C<|eot_id|>"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\"parameters\":{\"type\":\"object\"}}}\n\nQuestion: And tomorrow?<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("Given the following functions").count(), 1);
     }
 }

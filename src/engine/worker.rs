@@ -12,6 +12,7 @@ use super::generate::{Completion, FinishReason, GenerateRequest, Generation, Ses
 use super::model::{LoadedModel, ModelKind};
 use super::request::{EmbedTask, Event, GenerateTask, Generated, PromptInput};
 use super::template::{render_go_template, ChatMessage};
+use super::tools::{CallSplitter, Tool};
 use super::EngineError;
 use crate::metrics::{EngineMetrics, GenerationLabels, ModelLabels};
 
@@ -40,6 +41,8 @@ struct Active {
     started: Instant,
     admitted: Instant,
     last_token: Option<Instant>,
+    /// Separates text from tool calls when the request offered tools.
+    calls: Option<CallSplitter>,
     _permit: super::Permit,
 }
 
@@ -143,6 +146,11 @@ pub(crate) fn run(
                     }
                 }
                 Task::Generate(t, constraint) => {
+                    let calls = t
+                        .tools
+                        .as_ref()
+                        .and_then(|_| lm.card.template.tool_syntax())
+                        .map(CallSplitter::new);
                     match start_generate(&lm, &mut pool, default_ctx, *t, constraint.map(|c| *c)) {
                         Ok((generation, session, prompt, truncated)) => {
                             if let Some(m) = &telemetry.metrics {
@@ -157,6 +165,7 @@ pub(crate) fn run(
                                 started: Instant::now(),
                                 admitted: job.admitted,
                                 last_token: None,
+                                calls,
                                 _permit: job._permit,
                             })
                         }
@@ -172,10 +181,17 @@ pub(crate) fn run(
         while i < active.len() {
             let a = &mut active[i];
             let events = a.events.clone();
-            let (admitted, last) = (a.admitted, &mut a.last_token);
+            let (admitted, last, calls) = (a.admitted, &mut a.last_token, &mut a.calls);
             let step = a.generation.step(&lm, &mut a.session, &mut |text| {
                 telemetry.token(admitted, last);
-                events.send(Event::Text(text.to_owned())).is_ok()
+                let text = match calls {
+                    Some(c) => c.push(text),
+                    None => text.to_owned(),
+                };
+                if text.is_empty() {
+                    return !events.is_closed();
+                }
+                events.send(Event::Text(text)).is_ok()
             });
             match step {
                 Ok(None) => i += 1,
@@ -210,6 +226,13 @@ fn finish(a: Active, error: Option<EngineError>, pool: &mut Vec<Session>, t: &Te
         done.finish
     };
     t.finished(outcome.as_str(), Some(&done));
+    let (rest, tool_calls) = match a.calls {
+        Some(c) => c.finish(),
+        None => (String::new(), Vec::new()),
+    };
+    if !rest.is_empty() {
+        let _ = a.events.send(Event::Text(rest));
+    }
     let mut context = a.prompt;
     context.extend_from_slice(&done.tokens);
     let _ = a.events.send(Event::Done(Generated {
@@ -217,18 +240,22 @@ fn finish(a: Active, error: Option<EngineError>, pool: &mut Vec<Session>, t: &Te
         context,
         truncated: a.truncated,
         total: a.started.elapsed(),
+        tool_calls,
     }));
     pool.push(a.session);
 }
 
 /// Prompt tokens for a task, before any fitting to the context.
-fn render(lm: &LoadedModel, input: &PromptInput) -> Result<Vec<u32>, EngineError> {
+fn render(lm: &LoadedModel, input: &PromptInput, tools: &[Tool]) -> Result<Vec<u32>, EngineError> {
+    let template = &lm.card.template;
     match input {
-        PromptInput::Chat(messages) => lm.chat_prompt(messages),
+        PromptInput::Chat(messages) => {
+            template.render_with_tools(messages, tools, true, &lm.tokenizer)
+        }
         PromptInput::Raw(text) => lm.raw_prompt(text),
         PromptInput::Continue { context, messages } => {
             let mut ids = context.clone();
-            ids.extend(lm.card.template.render(messages, true, &lm.tokenizer)?);
+            ids.extend(template.render_with_tools(messages, tools, true, &lm.tokenizer)?);
             Ok(ids)
         }
         PromptInput::Template {
@@ -250,10 +277,11 @@ fn render(lm: &LoadedModel, input: &PromptInput) -> Result<Vec<u32>, EngineError
 fn fit_prompt(
     lm: &LoadedModel,
     input: &PromptInput,
+    tools: &[Tool],
     budget: usize,
     truncate: bool,
 ) -> Result<(Vec<u32>, bool), EngineError> {
-    let ids = render(lm, input)?;
+    let ids = render(lm, input, tools)?;
     if ids.len() <= budget {
         return Ok((ids, false));
     }
@@ -294,7 +322,7 @@ fn fit_prompt(
         },
         _ => PromptInput::Chat(cut),
     };
-    let ids = render(lm, &cut_input)?;
+    let ids = render(lm, &cut_input, tools)?;
     if ids.len() > budget {
         return Err(overflow);
     }
@@ -348,7 +376,12 @@ fn start_generate(
         .clamp(16, lm.model.config().max_positions);
     // Leave room to answer: what was asked for, within reason.
     let reserve = t.num_predict.unwrap_or(256).clamp(1, num_ctx / 4);
-    let (prompt, truncated) = fit_prompt(lm, &t.input, num_ctx - reserve, t.truncate)?;
+    let tools = t
+        .tools
+        .as_ref()
+        .map(|u| u.tools.as_slice())
+        .unwrap_or_default();
+    let (prompt, truncated) = fit_prompt(lm, &t.input, tools, num_ctx - reserve, t.truncate)?;
     let mut session = take_session(lm, pool, num_ctx, &prompt)?;
     let req = GenerateRequest {
         prompt: prompt.clone(),

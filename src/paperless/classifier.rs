@@ -388,6 +388,7 @@ impl Classifier {
         }
         let examples: Vec<&Neighbour> = neighbours.iter().take(2).collect();
         let task = GenerateTask {
+            tools: None,
             input: PromptInput::Chat(vec![
                 ChatMessage::new(
                     "system",

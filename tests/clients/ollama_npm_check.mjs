@@ -159,11 +159,43 @@ async function checkUnknownModel() {
   assert(!String(err.message).trimStart().startsWith('{'), `error body not unwrapped (Content-Type not application/json?): ${err.message}`)
 }
 
+const WEATHER_TOOL = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Get the current weather for a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
+}
+// The small test model is not trained for tools; a prompt that starts like a call makes it
+// write one (the grammar makes it valid).
+const TOOL_MSGS = [{ role: 'user', content: '<tool_call> get_weather for Berlin' }]
+
+async function checkChatTools() {
+  const r = await ollama.chat({ model: MODEL, messages: TOOL_MSGS, tools: [WEATHER_TOOL], options: { temperature: 0 } })
+  const calls = r.message.tool_calls
+  assert(Array.isArray(calls) && calls.length >= 1, `expected tool calls, got ${j(r.message)}`)
+  assert(calls[0].function.name === 'get_weather', `name=${j(calls[0].function.name)}`)
+  assert(typeof calls[0].function.arguments.city === 'string', `arguments=${j(calls[0].function.arguments)}`)
+  const parts = await collect(await ollama.chat({ model: MODEL, messages: TOOL_MSGS, tools: [WEATHER_TOOL], options: { temperature: 0 }, stream: true }))
+  const withCalls = parts.filter((p) => p.message.tool_calls && p.message.tool_calls.length)
+  assert(withCalls.length === 1, `calls in one streamed part, got ${withCalls.length}`)
+  assert(j(withCalls[0].message.tool_calls.map((c) => c.function)) === j(calls.map((c) => c.function)), 'stream and non-stream calls agree at temperature 0')
+  const r2 = await ollama.chat({
+    model: MODEL,
+    tools: [WEATHER_TOOL],
+    options: { temperature: 0, num_predict: 32 },
+    messages: [...TOOL_MSGS, r.message, { role: 'tool', tool_name: 'get_weather', content: '14 degrees, rain' }],
+  })
+  assert(r2.done === true, `done=${j(r2.done)}`)
+}
+
 const CHECKS = [
   ['generate', checkGenerate],
   ['generate_stream', checkGenerateStream],
   ['chat', checkChat],
   ['chat_stream', checkChatStream],
+  ['chat_tools', checkChatTools],
   ['list', checkList],
   ['show', checkShow],
   ['ps', checkPs],

@@ -266,6 +266,56 @@ def check_unknown_model():
     raise AssertionError(f"generate with unknown model {UNKNOWN_MODEL!r} should raise ResponseError(404)")
 
 
+def get_weather(city: str, unit: str = "celsius") -> str:
+    """Get the current weather for a city.
+
+    Args:
+        city: The city's name
+        unit: celsius or fahrenheit
+    """
+    return f"14 degrees {unit}, rain in {city}"
+
+
+# A question the small test model answers with a call (it is not trained for tools; a prompt
+# that starts the way a call does makes it write one, and the grammar makes it valid).
+TOOL_MSGS = [{"role": "user", "content": "<tool_call> get_weather for Berlin"}]
+
+
+def check_chat_tools():
+    # The client's own tool API: a Python function becomes the tool's schema.
+    r = client.chat(MODEL, messages=TOOL_MSGS, tools=[get_weather], options={"temperature": 0})
+    calls = r.message.tool_calls
+    assert calls, f"expected a tool call, got message {r.message!r}"
+    f = calls[0].function
+    assert f.name == "get_weather", f"function name {f.name!r}"
+    assert isinstance(f.arguments, dict) and isinstance(f.arguments.get("city"), str), f"arguments {f.arguments!r}"
+    assert set(f.arguments) <= {"city", "unit"}, f"only the schema's keys: {f.arguments!r}"
+    # The result goes back with the call; the model answers (text or another valid call).
+    result = get_weather(**f.arguments)
+    r2 = client.chat(MODEL, messages=TOOL_MSGS + [r.message, {"role": "tool", "content": result, "tool_name": f.name}],
+                     tools=[get_weather], options={"temperature": 0, "num_predict": 48})
+    assert r2.done is True, f"done={r2.done!r}"
+    for c in r2.message.tool_calls or []:
+        assert c.function.name == "get_weather" and isinstance(c.function.arguments.get("city"), str), f"{c!r}"
+    state["tool_call"] = (f.name, f.arguments)
+
+
+def check_chat_tools_stream():
+    chunks = list(client.chat(MODEL, messages=TOOL_MSGS, tools=[get_weather], options={"temperature": 0}, stream=True))
+    with_calls = [c for c in chunks if c.message.tool_calls]
+    assert len(with_calls) == 1, f"the calls come in one chunk, got {len(with_calls)} of {len(chunks)}"
+    assert with_calls[0].done is False and chunks[-1].done is True, "calls before the final chunk"
+    f = with_calls[0].message.tool_calls[0].function
+    if "tool_call" in state:
+        assert (f.name, f.arguments) == state["tool_call"], f"stream {f!r} != non-stream {state['tool_call']!r}"
+    assert "".join(c.message.content or "" for c in chunks) == "", "no text around the call"
+
+
+def check_show_capabilities_tools():
+    r = client.show(MODEL)
+    assert "tools" in (r.capabilities or []), f"capabilities={r.capabilities!r}"
+
+
 CHECKS = [
     ("generate", check_generate),
     ("generate_stream", check_generate_stream),
@@ -274,6 +324,9 @@ CHECKS = [
     ("chat_think_false", check_chat_think_false),
     ("chat_think_true_rejected", check_chat_think_true_rejected),
     ("chat_structured_output", check_chat_structured_output),
+    ("chat_tools", check_chat_tools),
+    ("chat_tools_stream", check_chat_tools_stream),
+    ("show_capabilities_tools", check_show_capabilities_tools),
     ("generate_json_mode", check_generate_json_mode),
     ("bad_schema_rejected", check_bad_schema_rejected),
     ("list", check_list),

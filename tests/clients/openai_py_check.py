@@ -11,6 +11,7 @@ Environment: CANDLELIGHT_CLIENT_TIMEOUT (seconds per HTTP request, default 300).
 """
 
 import base64
+import json
 import math
 import os
 import struct
@@ -222,10 +223,90 @@ def check_chat_json_schema():
     assert len(data["title"]) <= 40, data
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city"]}}}
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a timezone",
+    "parameters": {"type": "object", "properties": {"tz": {"type": "string", "maxLength": 40}}, "required": ["tz"]}}}
+TOOL_MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def check_chat_tools_required():
+    r = client.chat.completions.create(model=MODEL, messages=TOOL_MSGS, tools=[WEATHER_TOOL, TIME_TOOL],
+                                       tool_choice="required", temperature=0)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls", f"finish_reason={c.finish_reason!r}"
+    calls = c.message.tool_calls
+    assert calls, f"expected tool calls, got {c.message!r}"
+    for call in calls:
+        assert call.type == "function" and call.id, f"{call!r}"
+        args = json.loads(call.function.arguments)
+        assert call.function.name in ("get_weather", "get_time"), f"{call.function.name!r}"
+        if call.function.name == "get_weather":
+            assert isinstance(args["city"], str) and args.get("unit", "celsius") in ("celsius", "fahrenheit"), f"{args!r}"
+        else:
+            assert isinstance(args["tz"], str), f"{args!r}"
+    # The result answers the call by its id; the model then answers.
+    first = calls[0]
+    r2 = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=48, tools=[WEATHER_TOOL, TIME_TOOL],
+                                        messages=TOOL_MSGS + [c.message.model_dump(exclude_none=True),
+                                                              {"role": "tool", "tool_call_id": first.id, "content": "14 degrees, rain"}])
+    assert r2.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"{r2.choices[0]!r}"
+
+
+def check_chat_tools_named_stream():
+    stream = client.chat.completions.create(model=MODEL, messages=TOOL_MSGS, tools=[WEATHER_TOOL, TIME_TOOL],
+                                            tool_choice={"type": "function", "function": {"name": "get_time"}},
+                                            temperature=1.5, seed=3, stream=True)
+    calls, finish = {}, None
+    for chunk in stream:
+        for ch in chunk.choices:
+            for d in ch.delta.tool_calls or []:
+                entry = calls.setdefault(d.index, {"name": "", "arguments": ""})
+                entry["name"] += d.function.name or ""
+                entry["arguments"] += d.function.arguments or ""
+            finish = ch.finish_reason or finish
+    assert finish == "tool_calls", f"finish_reason={finish!r}"
+    assert len(calls) == 1 and calls[0]["name"] == "get_time", f"one call to the named function: {calls!r}"
+    assert isinstance(json.loads(calls[0]["arguments"])["tz"], str), f"{calls!r}"
+
+
+def check_chat_tools_pydantic_strict():
+    # The SDK's typed helper: a pydantic model becomes a strict function tool, parsed back.
+    import pydantic
+
+    class LookupInvoice(pydantic.BaseModel):
+        invoice_number: str
+        total: float
+
+    r = client.chat.completions.parse(model=MODEL, temperature=1.0, seed=1,
+                                      messages=[{"role": "user", "content": "Invoice 2024-17 over 144.34 EUR."}],
+                                      tools=[openai.pydantic_function_tool(LookupInvoice)], tool_choice="required")
+    call = r.choices[0].message.tool_calls[0]
+    assert isinstance(call.function.parsed_arguments, LookupInvoice), f"{call!r}"
+
+
+def check_chat_tools_bad_definition():
+    try:
+        client.chat.completions.create(model=MODEL, messages=TOOL_MSGS,
+                                       tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "nope"}})
+    except openai.BadRequestError as e:
+        assert "nope" in str(e), f"message names the function: {e}"
+    else:
+        raise AssertionError("a tool_choice naming an absent function should be a 400")
+
+
 CHECKS = [
     ("chat", check_chat),
     ("chat_json_schema", check_chat_json_schema),
     ("chat_stream", check_chat_stream),
+    ("chat_tools_required", check_chat_tools_required),
+    ("chat_tools_named_stream", check_chat_tools_named_stream),
+    ("chat_tools_pydantic_strict", check_chat_tools_pydantic_strict),
+    ("chat_tools_bad_definition", check_chat_tools_bad_definition),
     ("completions", check_completions),
     ("completions_stream", check_completions_stream),
     ("models_list", check_models_list),

@@ -9,6 +9,10 @@ What Paperless-ngx 3 sends (../shared/reference/ollama-api.md, "What the Paperle
 actually call"): suggestions are `POST /api/chat` with `format` = the JSON schema of its
 DocumentClassifierSchema (a pydantic model of six fields), `think=False`, `num_ctx` 8192 from its
 context window; the document index (RAG) calls `POST /api/embed` with lists of text chunks.
+Its OpenAI-like backend (llama-index `OpenAI`/`OpenAILike`, `chat_with_tools` with
+`tool_required=True`) instead offers the schema as a function and reads the answer from the
+call's arguments: `POST /v1/chat/completions` with `tools` = [that function] and
+`tool_choice: "required"`, plus `chat_template_kwargs` asking for no thinking.
 
 Prints "ok <name>" per passed check, a traceback per failed one, and "N passed, M failed".
 """
@@ -20,6 +24,7 @@ import sys
 import traceback
 
 import ollama
+import openai
 from pydantic import BaseModel
 
 if len(sys.argv) != 4:
@@ -92,6 +97,29 @@ def check_suggestions_chat_stream():
     DocumentClassifierSchema.model_validate_json(text)
 
 
+def check_suggestions_openai_backend_tool_call():
+    # The request llama-index's OpenAI LLM builds for chat_with_tools(tool_required=True).
+    oa = openai.OpenAI(base_url=URL + "/v1", api_key="unused", timeout=300)
+    tool = {"type": "function", "function": {
+        "name": "DocumentClassifierSchema",
+        "description": DocumentClassifierSchema.__doc__,
+        "parameters": DocumentClassifierSchema.model_json_schema()}}
+    r = oa.chat.completions.create(
+        model=LLM,
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=[tool],
+        tool_choice="required",
+        temperature=0.1,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )
+    calls = r.choices[0].message.tool_calls
+    assert calls, f"error_on_no_tool_call would raise: {r.choices[0].message!r}"
+    assert calls[0].function.name == "DocumentClassifierSchema", calls[0].function.name
+    # What paperless does with it: DocumentClassifierSchema(**tool_kwargs).
+    parsed = DocumentClassifierSchema(**json.loads(calls[0].function.arguments))
+    assert isinstance(parsed.title, str) and parsed.title.strip(), parsed
+
+
 def unit(v):
     return abs(math.sqrt(sum(x * x for x in v)) - 1.0) < 1e-3
 
@@ -122,6 +150,7 @@ def check_both_models_stay_loaded():
 CHECKS = [
     check_suggestions_chat,
     check_suggestions_chat_stream,
+    check_suggestions_openai_backend_tool_call,
     check_index_embed_batch,
     check_index_embed_single,
     check_both_models_stay_loaded,

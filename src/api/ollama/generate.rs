@@ -12,9 +12,11 @@ use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
 use crate::api::params::{json_body, keep_alive, now_rfc3339, Options};
+use crate::api::tools::{ollama_calls, parse_call, parse_tools, tool_use};
 use crate::api::{collect, first_event, require_model, AppState};
 use crate::engine::{
     ChatMessage, EngineError, Event, Format, GenerateTask, Generated, KeepAlive, PromptInput,
+    ToolChoice,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -55,9 +57,13 @@ struct GenerateBody {
 struct WireMessage {
     role: String,
     #[serde(default)]
-    content: String,
+    content: Option<String>,
     #[serde(default)]
     images: Option<Vec<String>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    tool_name: Option<String>,
+    tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +127,7 @@ fn parse_format(format: Option<&Value>) -> Result<Option<Format>, ApiError> {
 
 fn task(c: &Common, input: PromptInput) -> GenerateTask {
     GenerateTask {
+        tools: None,
         input,
         sampling: c.options.sampling(),
         num_predict: c.options.max_tokens(),
@@ -259,12 +266,8 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
     let started = Instant::now();
     let b: ChatBody = json_body(&body)?;
     let c = common(&state, &b.common)?;
-    if !b.tools.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "\"{}\" does not support tools",
-            c.model
-        )));
-    }
+    // Ollama has no tool_choice: the model decides.
+    let tools = tool_use(parse_tools(&b.tools)?, Some(ToolChoice::Auto), true)?;
     if b.messages
         .iter()
         .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()))
@@ -277,12 +280,9 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
     if b.messages.is_empty() {
         return load_or_unload(&state, &c, true).await;
     }
-    let messages = b
-        .messages
-        .into_iter()
-        .map(|m| ChatMessage::new(&m.role, m.content))
-        .collect();
-    let t = task(&c, PromptInput::Chat(messages));
+    let messages = chat_messages(b.messages)?;
+    let mut t = task(&c, PromptInput::Chat(messages));
+    t.tools = tools;
     let reply = Reply {
         model: c.model.clone(),
         started,
@@ -290,6 +290,29 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         kind: ReplyKind::Chat,
     };
     run(&state, &c, t, reply).await
+}
+
+/// Wire messages as the engine reads them: a `tool` turn is named by its `tool_name`, or by
+/// the earlier call its `tool_call_id` answers.
+fn chat_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut ids: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::with_capacity(wire.len());
+    for m in wire {
+        let mut msg = ChatMessage::new(&m.role, m.content.unwrap_or_default());
+        for call in m.tool_calls.unwrap_or_default() {
+            let (id, call) = parse_call(&call)?;
+            if let Some(id) = id {
+                ids.push((id, call.name.clone()));
+            }
+            msg.tool_calls.push(call);
+        }
+        msg.tool_name = m.tool_name.or_else(|| {
+            let id = m.tool_call_id?;
+            ids.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone())
+        });
+        out.push(msg);
+    }
+    Ok(out)
 }
 
 async fn load_or_unload(state: &AppState, c: &Common, chat: bool) -> Result<Response, ApiError> {
@@ -329,6 +352,16 @@ impl Reply {
         v
     }
 
+    /// The calls an answer made, as a chunk of their own (Ollama streams them so).
+    fn calls(&self, g: &Generated) -> Option<Value> {
+        if g.tool_calls.is_empty() {
+            return None;
+        }
+        let mut v = self.chunk("");
+        v["message"]["tool_calls"] = ollama_calls(&g.tool_calls);
+        Some(v)
+    }
+
     fn last(&self, text: &str, g: &Generated, load: Duration) -> Value {
         let mut v = self.chunk(text);
         v["done"] = json!(true);
@@ -360,12 +393,16 @@ async fn run(
     let first = first_event(&c.model, &mut sub.events).await?;
     let load = sub.load_duration;
     if reply.stream {
-        let lines = move |ev: Event| -> Value {
+        let lines = move |ev: Event| -> Vec<Value> {
             match ev {
-                Event::Text(t) => reply.chunk(&t),
-                Event::Done(g) => reply.last("", &g, load),
-                Event::Error(e) => json!({"error": e.to_string()}),
-                Event::Embeddings { .. } => json!({"error": "unexpected embeddings"}),
+                Event::Text(t) => vec![reply.chunk(&t)],
+                Event::Done(g) => reply
+                    .calls(&g)
+                    .into_iter()
+                    .chain([reply.last("", &g, load)])
+                    .collect(),
+                Event::Error(e) => vec![json!({"error": e.to_string()})],
+                Event::Embeddings { .. } => vec![json!({"error": "unexpected embeddings"})],
             }
         };
         return Ok(crate::api::ndjson(
@@ -376,5 +413,9 @@ async fn run(
         ));
     }
     let (text, done) = collect(&c.model, first, &mut sub.events).await?;
-    Ok(Json(reply.last(&text, &done, load)).into_response())
+    let mut v = reply.last(&text, &done, load);
+    if !done.tool_calls.is_empty() {
+        v["message"]["tool_calls"] = ollama_calls(&done.tool_calls);
+    }
+    Ok(Json(v).into_response())
 }

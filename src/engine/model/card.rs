@@ -51,9 +51,14 @@ impl ModelCard {
         }
     }
 
-    /// What the model can be asked for, in Ollama's words.
-    pub fn capabilities(&self) -> &'static [&'static str] {
-        self.info.kind.capabilities()
+    /// What the model can be asked for, in Ollama's words: `tools` where its template has a
+    /// tool-call syntax.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut c = self.info.kind.capabilities().to_vec();
+        if self.info.kind == ModelKind::Generative && self.template.tool_syntax().is_some() {
+            c.push("tools");
+        }
+        c
     }
 }
 
