@@ -5,8 +5,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::engine::{
-    generate, generate_constrained, ChatMessage, EngineError, Format, GenerateRequest, LoadedModel,
-    SamplingParams, Session,
+    generate, generate_constrained, ChatMessage, Constraint, EngineError, Format, GenerateRequest,
+    LoadedModel, SamplingParams, Session, ToolUse,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,13 +110,52 @@ const CLASSIFY_PROMPT: &str = "Classify this document and answer in JSON.\n\nSta
     GmbH, Emmy-Noether-Str. 2, 80992 München. Rechnung Nr. 2024-0815 vom 12.03.2024. \
     Stromlieferung Januar bis Februar: 412 kWh, Gesamtbetrag 144,34 EUR inkl. 19% MwSt.";
 
+const TOOLS_PROMPT: &str = "Find the electricity invoices of March 2024 from Stadtwerke \
+    München and add the tag Strom to them.";
+
+/// What the output is held to.
+pub enum BenchGrammar {
+    /// A response format, on a classification prompt.
+    Format(Format),
+    /// Calls to these tools (the choice is theirs), on a request that calls for them.
+    Tools(ToolUse),
+}
+
+impl BenchGrammar {
+    fn prompt(&self, lm: &LoadedModel) -> Result<Vec<u32>, EngineError> {
+        match self {
+            BenchGrammar::Format(_) => lm.chat_prompt(&[ChatMessage::new("user", CLASSIFY_PROMPT)]),
+            BenchGrammar::Tools(t) => lm.card.template.render_with_tools(
+                &[ChatMessage::new("user", TOOLS_PROMPT)],
+                &t.tools,
+                true,
+                &lm.tokenizer,
+            ),
+        }
+    }
+
+    fn matcher(&self, lm: &LoadedModel) -> Result<Constraint, EngineError> {
+        match self {
+            BenchGrammar::Format(f) => lm.grammars.compile(f),
+            BenchGrammar::Tools(t) => {
+                let syntax = lm
+                    .card
+                    .template
+                    .tool_syntax()
+                    .ok_or(EngineError::NotCapable("tools"))?;
+                lm.grammars.compile_tools(syntax, t, None)
+            }
+        }
+    }
+}
+
 pub fn run_constrained(
     lm: &LoadedModel,
-    format: &Format,
+    grammar: &BenchGrammar,
     max_tokens: usize,
     runs: usize,
 ) -> Result<ConstrainedReport, EngineError> {
-    let prompt = lm.chat_prompt(&[ChatMessage::new("user", CLASSIFY_PROMPT)])?;
+    let prompt = grammar.prompt(lm)?;
     let mut req = GenerateRequest {
         prompt,
         sampling: SamplingParams::greedy(),
@@ -124,11 +163,10 @@ pub fn run_constrained(
         stop_tokens: lm.stop_tokens(),
         stop_strings: vec![],
     };
-    let factory = lm.constraints()?;
     let (mut with, mut without) = (Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..runs.max(1) {
-        let c = factory.matcher(format)?;
+        let c = grammar.matcher(lm)?;
         // A fresh session each run: no prefix reuse between the two variants.
         let mut s = Session::new(lm.model.new_cache(req.prompt.len() + max_tokens + 1)?);
         let done = generate_constrained(lm, &mut s, &req, Some(c), &mut |_| true)?;
@@ -145,7 +183,7 @@ pub fn run_constrained(
         without.push(plain.tokens.len() as f64 / plain.eval.as_secs_f64().max(1e-9));
     }
     // Replay the output through a fresh matcher, computing the full mask at every position.
-    let mut c = factory.matcher(format)?;
+    let mut c = grammar.matcher(lm)?;
     let mut scratch = vec![0f32; lm.model.config().vocab_size];
     let mut times: Vec<f64> = Vec::new();
     for t in &done.tokens {

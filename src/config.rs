@@ -397,6 +397,10 @@ pub struct BenchArgs {
     /// Also measure constrained decoding with this JSON Schema file ("json" for JSON mode).
     #[arg(long)]
     pub format: Option<PathBuf>,
+    /// Also measure constrained tool calling: a JSON file with a list of tools in the
+    /// Ollama/OpenAI shape (`[{"type": "function", "function": {…}}]`), a call required.
+    #[arg(long, conflicts_with = "format")]
+    pub tools: Option<PathBuf>,
     /// Measure the matrix kernels alone instead of a model: every block type, layout and SIMD
     /// kernel (AVX-512, AVX2) this CPU runs, on a random ROWSxCOLS matrix (Llama 3.2 1B's MLP:
     /// 8192x2048), prefill-shaped (--prompt-tokens activation rows) and decode-shaped (one row).

@@ -4,7 +4,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use candlelight::bench::BenchSetup;
+use candlelight::bench::{BenchGrammar, BenchSetup};
 use candlelight::config::{
     parse_host, BenchArgs, ClassifyArgs, Cli, Command, DevCommand, GenerateArgs, GpuArgs, ListArgs,
     MakeModelArgs, PullArgs, RuntimeArgs, ServeArgs, ShapedFormat, UndoArgs,
@@ -162,23 +162,34 @@ fn bench(args: BenchArgs) -> Result<()> {
         load_seconds: load_s,
     };
     let r = candlelight::bench::run(&lm, &setup, args.prompt_tokens, args.gen_tokens, args.runs)?;
-    let constrained = match &args.format {
-        None => None,
-        Some(p) => {
-            let format = if p.as_os_str() == "json" {
-                engine::Format::JsonObject
-            } else {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading the schema {}", p.display()))?;
-                engine::Format::Schema(
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("{} is not JSON", p.display()))?,
-                )
-            };
-            Some(candlelight::bench::run_constrained(
-                &lm, &format, 256, args.runs,
-            )?)
+    let read_json = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
+    };
+    let grammar = match (&args.format, &args.tools) {
+        (Some(p), _) if p.as_os_str() == "json" => {
+            Some(BenchGrammar::Format(engine::Format::JsonObject))
         }
+        (Some(p), _) => Some(BenchGrammar::Format(engine::Format::Schema(read_json(p)?))),
+        (None, Some(p)) => {
+            let list = read_json(p)?;
+            let list = list
+                .as_array()
+                .with_context(|| format!("{}: expected a list of tools", p.display()))?;
+            let tools = candlelight::api::tools::parse_tools(list)
+                .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e.message))?;
+            let tools =
+                candlelight::api::tools::tool_use(tools, Some(engine::ToolChoice::Required), true)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e.message))?
+                    .with_context(|| format!("{}: the list of tools is empty", p.display()))?;
+            Some(BenchGrammar::Tools(tools))
+        }
+        (None, None) => None,
+    };
+    let constrained = match &grammar {
+        None => None,
+        Some(g) => Some(candlelight::bench::run_constrained(&lm, g, 256, args.runs)?),
     };
     if args.json {
         let mut v = serde_json::to_value(&r)?;

@@ -10,9 +10,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use candlelight::engine::tools::CallSplitter;
 use candlelight::engine::{
     self, generate_constrained, ChatMessage, FinishReason, Format, GenerateRequest, LoadOptions,
-    LoadedModel, SamplingParams, Session, Tokenizer,
+    LoadedModel, SamplingParams, Session, Tokenizer, Tool, ToolChoice, ToolSyntax, ToolUse,
 };
 use candlelight::shaped::{self, GgufMix, Shape};
 use serde_json::{json, Value};
@@ -254,6 +255,76 @@ fn constrained_decoding_with_the_128k_vocabulary_is_valid_and_stops_on_eot() {
             "seed {seed}: {} tokens, {} masks over 128k tokens, mean {mean_ms:.2} ms",
             done.tokens.len(),
             stats.mask_times.len()
+        );
+    }
+}
+
+#[test]
+fn llama3_tool_calls_are_valid_json_calls_with_the_128k_vocabulary() {
+    let _guard = common::serial();
+    let lm = load(&shaped().q4_k_m);
+    let tools = ToolUse {
+        tools: vec![Tool {
+            name: "get_weather".into(),
+            description: "Weather in a city".into(),
+            parameters: json!({"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 16},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                "required": ["city"]}),
+        }],
+        choice: ToolChoice::Required,
+        parallel: true,
+    };
+    let validator = jsonschema::validator_for(&tools.tools[0].parameters).unwrap();
+    let syntax = lm.card.template.tool_syntax().unwrap();
+    assert_eq!(syntax, ToolSyntax::Llama3Json);
+    let prompt = lm
+        .card
+        .template
+        .render_with_tools(
+            &[ChatMessage::new("user", "Weather in Paris?")],
+            &tools.tools,
+            true,
+            &lm.tokenizer,
+        )
+        .unwrap();
+    let text = lm.tokenizer.decode(&prompt);
+    assert!(text.contains("Question: Weather in Paris?"), "{text}");
+    for seed in [1, 2, 3] {
+        let req = GenerateRequest {
+            prompt: prompt.clone(),
+            sampling: SamplingParams {
+                temperature: 1.0,
+                seed: Some(seed),
+                ..SamplingParams::default()
+            },
+            max_tokens: Some(200),
+            stop_tokens: lm.stop_tokens(),
+            stop_strings: vec![],
+        };
+        let c = lm.grammars.compile_tools(syntax, &tools, None).unwrap();
+        let mut session = Session::new(lm.model.new_cache(1024).unwrap());
+        let mut splitter = CallSplitter::new(syntax);
+        let mut shown = String::new();
+        let done = generate_constrained(&lm, &mut session, &req, Some(c), &mut |t| {
+            shown.push_str(&splitter.push(t));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            done.finish,
+            FinishReason::Stop,
+            "seed {seed}: {}",
+            done.text
+        );
+        let (rest, calls) = splitter.finish();
+        assert_eq!(format!("{shown}{rest}"), "", "seed {seed}: calls only");
+        assert_eq!(calls.len(), 1, "seed {seed}: {}", done.text);
+        assert_eq!(calls[0].name, "get_weather");
+        assert!(
+            validator.is_valid(&calls[0].arguments),
+            "seed {seed}: {}",
+            calls[0].arguments
         );
     }
 }
