@@ -88,6 +88,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             repeat_penalty: args.repeat_penalty,
             repeat_last_n: args.repeat_last_n,
             seed: args.seed,
+            logprobs: None,
         },
         max_tokens: Some(args.max_tokens),
         stop_tokens: lm.stop_tokens(),

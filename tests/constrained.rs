@@ -275,3 +275,62 @@ fn greedy_end_of_turn_at_the_first_position_is_masked_not_an_error() {
     assert!(v["ok"].is_boolean(), "{}", done.text);
     assert_eq!(done.finish, FinishReason::Stop);
 }
+
+/// One generation, constrained or not, with log-probabilities reported or not.
+fn run_reporting(
+    lm: &LoadedModel,
+    format: Option<&Format>,
+    temperature: f32,
+    logprobs: Option<usize>,
+) -> candlelight::engine::Completion {
+    let req = GenerateRequest {
+        prompt: lm
+            .chat_prompt(&[ChatMessage::new("user", INVOICE)])
+            .unwrap(),
+        sampling: SamplingParams {
+            temperature,
+            seed: Some(5),
+            logprobs,
+            ..SamplingParams::default()
+        },
+        max_tokens: Some(60),
+        stop_tokens: lm.stop_tokens(),
+        stop_strings: vec![],
+    };
+    let constraint = format.map(|f| lm.constraints().unwrap().matcher(f).unwrap());
+    let mut session = Session::new(lm.model.new_cache(1024).unwrap());
+    generate_constrained(lm, &mut session, &req, constraint, &mut |_| true).unwrap()
+}
+
+#[test]
+fn logprobs_describe_each_choice_and_change_nothing() {
+    let lm = common::model();
+    let schema = Format::Schema(json!({"type": "object", "properties": {
+        "type": {"enum": ["Rechnung", "Vertrag", "Bescheid"]},
+        "amount": {"type": "number"}}, "required": ["type", "amount"]}));
+    for format in [None, Some(&schema)] {
+        for temperature in [0.0, 1.0] {
+            let plain = run_reporting(&lm, format, temperature, None);
+            let reported = run_reporting(&lm, format, temperature, Some(3));
+            let context = format!("{} T={temperature}", format.is_some());
+            // Forced tokens are evaluated one at a time when reported; the kernels are
+            // batch-invariant, so the answer is the same.
+            assert_eq!(plain.tokens, reported.tokens, "{context}");
+            assert!(plain.logprobs.is_empty());
+            assert_eq!(reported.logprobs.len(), reported.tokens.len(), "{context}");
+            for (lp, &id) in reported.logprobs.iter().zip(&reported.tokens) {
+                assert_eq!(lp.token.id, id);
+                assert!(lp.token.logprob <= 0.0 && lp.token.logprob.is_finite());
+                assert_eq!(lp.top.len(), 3);
+                assert!(lp.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+                let mass: f32 = lp.top.iter().map(|a| a.logprob.exp()).sum();
+                assert!(mass <= 1.0 + 1e-4, "{context}: {mass}");
+                assert!(lp.token.logprob <= lp.top[0].logprob + 1e-6);
+                if temperature == 0.0 && format.is_none() {
+                    // Greedy without a grammar takes the most likely token.
+                    assert_eq!(lp.top[0].id, id, "{context}");
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod error;
 pub mod guard;
+pub mod logprobs;
 pub mod ollama;
 pub mod openai;
 pub mod params;
@@ -331,7 +332,7 @@ pub(crate) async fn collect(
             Some(Event::Text(t)) => text.push_str(&t),
             Some(Event::Done(g)) => return Ok((text, g)),
             Some(Event::Error(e)) => return Err(ApiError::from_engine(model, e)),
-            Some(Event::Embeddings { .. }) | None => {}
+            Some(Event::Embeddings { .. } | Event::Logprobs(_)) | None => {}
         }
         next = Some(events.recv().await.ok_or_else(|| {
             ApiError::new(
@@ -369,7 +370,7 @@ where
                     _ = cut.wait_for(|c| *c) => Event::Error(EngineError::ShuttingDown),
                 },
             };
-            let terminal = !matches!(ev, Event::Text(_));
+            let terminal = !matches!(ev, Event::Text(_) | Event::Logprobs(_));
             for l in line(ev) {
                 if tx.send(Ok(Bytes::from(l))).await.is_err() {
                     return;

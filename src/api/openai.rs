@@ -14,11 +14,14 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::logprobs::{legacy, requested, token_list, MAX_TOP_LOGPROBS};
 use super::ollama::embed_texts;
 use super::params::{json_body, Options};
 use super::tools::{openai_calls, parse_call, parse_choice, parse_tools, tool_use};
 use super::{collect, event_stream, first_event, require_model, AppState};
-use crate::engine::{ChatMessage, Event, Format, GenerateTask, Generated, PromptInput, ToolUse};
+use crate::engine::{
+    ChatMessage, Event, Format, GenerateTask, Generated, PromptInput, TokenLogprob, ToolUse,
+};
 
 /// An [`ApiError`] in OpenAI's `{"error": {"message", "type", ...}}` shape.
 pub struct OpenAiError(ApiError);
@@ -79,6 +82,9 @@ struct Sampling {
     tools: Vec<Value>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
+    /// Chat: a boolean; legacy completions: how many alternatives.
+    logprobs: Option<Value>,
+    top_logprobs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +179,33 @@ fn options(s: &Sampling) -> Result<Options, ApiError> {
     Options::parse(&map)
 }
 
+/// Alternatives per token when log-probabilities are asked for: chat's `logprobs: true` with
+/// `top_logprobs`, legacy completions' `logprobs: n`.
+fn logprobs(s: &Sampling, chat: bool) -> Result<Option<usize>, ApiError> {
+    match (&s.logprobs, chat) {
+        (None | Some(Value::Null), _) => {
+            if s.top_logprobs.is_some_and(|n| n > 0) {
+                return Err(ApiError::bad_request("top_logprobs needs logprobs: true"));
+            }
+            Ok(None)
+        }
+        (Some(Value::Bool(on)), true) => {
+            if !on && s.top_logprobs.is_some_and(|n| n > 0) {
+                return Err(ApiError::bad_request("top_logprobs needs logprobs: true"));
+            }
+            requested(*on, s.top_logprobs).map(|r| r.filter(|_| *on))
+        }
+        (Some(Value::Number(n)), false) => {
+            let n = n.as_i64().unwrap_or(-1);
+            requested(true, Some(n)).map_err(|_| {
+                ApiError::bad_request(format!("logprobs must be between 0 and {MAX_TOP_LOGPROBS}"))
+            })
+        }
+        (Some(_), true) => Err(ApiError::bad_request("logprobs must be a boolean")),
+        (Some(_), false) => Err(ApiError::bad_request("logprobs must be an integer")),
+    }
+}
+
 fn tools(s: &Sampling) -> Result<Option<ToolUse>, ApiError> {
     tool_use(
         parse_tools(&s.tools)?,
@@ -238,6 +271,15 @@ impl Shape {
                "model": self.model, "system_fingerprint": "fp_ollama", "choices": choices})
     }
 
+    /// `choices[].logprobs`: chat's `{"content": [...]}` or legacy completions' lists.
+    fn logprobs(&self, lp: &[TokenLogprob], offset: usize) -> Value {
+        if self.chat {
+            json!({"content": token_list(lp)})
+        } else {
+            legacy(lp, offset)
+        }
+    }
+
     fn choice(&self, text: &str, finish: Option<&str>, chunk: bool) -> Value {
         match (self.chat, chunk) {
             (true, false) => json!({"index": 0, "message": {"role": "assistant", "content": text},
@@ -254,10 +296,13 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
     let o = options(&s)?;
     let format = response_format(&s)?;
     let tools = if chat { tools(&s)? } else { None };
+    let report = logprobs(&s, chat)?;
+    let mut sampling = o.sampling();
+    sampling.logprobs = report;
     let task = GenerateTask {
         tools,
         input,
-        sampling: o.sampling(),
+        sampling,
         num_predict: o.max_tokens(),
         num_ctx: None,
         stop: o.stop.clone().unwrap_or_default(),
@@ -279,6 +324,9 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
     if !s.stream {
         let (text, g) = collect(&shape.model, first, &mut sub.events).await?;
         let mut choice = shape.choice(&text, Some(finish_reason(&g)), false);
+        if report.is_some() {
+            choice["logprobs"] = shape.logprobs(&g.completion.logprobs, 0);
+        }
         if !g.tool_calls.is_empty() {
             let message = &mut choice["message"];
             message["tool_calls"] = openai_calls(&g.tool_calls, false);
@@ -292,11 +340,23 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
     }
     let include_usage = s.stream_options.is_some_and(|o| o.include_usage);
     let sse = |v: Value| format!("data: {v}\n\n");
+    // Log-probabilities come just before the text of their tokens and ride on its chunk.
+    let mut pending = Vec::new();
+    let mut offset = 0;
     let lines = move |ev: Event| -> Vec<String> {
         match ev {
-            Event::Text(t) => vec![sse(
-                shape.envelope(true, json!([shape.choice(&t, None, true)]))
-            )],
+            Event::Logprobs(l) => {
+                pending.extend(l);
+                vec![]
+            }
+            Event::Text(t) => {
+                let mut choice = shape.choice(&t, None, true);
+                if !pending.is_empty() {
+                    choice["logprobs"] = shape.logprobs(&std::mem::take(&mut pending), offset);
+                }
+                offset += t.len();
+                vec![sse(shape.envelope(true, json!([choice])))]
+            }
             Event::Done(g) => {
                 let mut out = Vec::new();
                 if !g.tool_calls.is_empty() {

@@ -128,6 +128,7 @@ impl Options {
             repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
             repeat_last_n: self.repeat_last_n.unwrap_or(d.repeat_last_n),
             seed: self.seed.filter(|s| *s >= 0).map(|s| s as u64),
+            logprobs: None,
         }
     }
 

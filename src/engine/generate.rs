@@ -41,6 +41,53 @@ impl FinishReason {
     }
 }
 
+/// A token's log-probability under the model (before temperature, penalties and any
+/// grammar), with the most likely alternatives at that position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: Alternative,
+    pub top: Vec<Alternative>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    pub id: u32,
+    /// The token's text (lossy where it is part of a UTF-8 sequence) and its bytes.
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// Log-softmax of `logits` for `token` and the `top` most likely tokens.
+fn logprob_of(lm: &LoadedModel, logits: &[f32], token: u32, top: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    let alt = |id: u32| {
+        let bytes = lm.tokenizer.token_bytes(id).to_vec();
+        Alternative {
+            id,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+            logprob: logits
+                .get(id as usize)
+                .map_or(f32::NEG_INFINITY, |l| l - lse),
+        }
+    };
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let top = top.min(order.len());
+    if top > 0 {
+        order.select_nth_unstable_by(top - 1, |a, b| {
+            logits[*b as usize].total_cmp(&logits[*a as usize])
+        });
+        order.truncate(top);
+        order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    }
+    TokenLogprob {
+        token: alt(token),
+        top: order.into_iter().take(top).map(alt).collect(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub text: String,
@@ -54,6 +101,8 @@ pub struct Completion {
     pub eval: Duration,
     /// Grammar statistics when the output was constrained.
     pub constraint: Option<ConstraintStats>,
+    /// Per generated token, when the request asked for log-probabilities.
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -237,6 +286,9 @@ pub struct Generation {
     prompt_eval: Duration,
     decode_start: Instant,
     finish: Option<FinishReason>,
+    logprobs: Vec<TokenLogprob>,
+    /// How many of `logprobs` [`Generation::take_logprobs`] has handed out.
+    logprobs_taken: usize,
 }
 
 impl Generation {
@@ -293,6 +345,8 @@ impl Generation {
             prompt_eval: start.elapsed(),
             decode_start: Instant::now(),
             finish: None,
+            logprobs: Vec::new(),
+            logprobs_taken: 0,
         })
     }
 
@@ -322,16 +376,27 @@ impl Generation {
             return Ok(Some(FinishReason::Length));
         }
         let mut step: Vec<u32> = Vec::new();
+        let report = self.req.sampling.logprobs;
         if let Some(c) = self.constraint.as_mut() {
             if c.is_finished() {
                 return Ok(Some(FinishReason::Stop));
             }
             step = c.forced_tokens();
-            step.truncate(self.limit - self.generated.len());
+            // A token's log-probability needs the logits before it: forced tokens go one at a
+            // time when they are reported.
+            let batch = if report.is_some() { 1 } else { usize::MAX };
+            step.truncate((self.limit - self.generated.len()).min(batch));
             self.stats.forced += step.len();
         }
+        let raw = match report {
+            Some(_) => Some(self.logits.to_vec1::<f32>()?),
+            None => None,
+        };
         if step.is_empty() {
-            let mut l = self.logits.to_vec1::<f32>()?;
+            let mut l = match &raw {
+                Some(r) => r.clone(),
+                None => self.logits.to_vec1::<f32>()?,
+            };
             let token = match self.constraint.as_mut() {
                 None => self.sampler.sample(&mut l, &session.tokens),
                 Some(c) => {
@@ -357,6 +422,9 @@ impl Generation {
                 return Ok(Some(FinishReason::Stop));
             }
             self.generated.push(token);
+            if let (Some(top), Some(raw)) = (report, &raw) {
+                self.logprobs.push(logprob_of(lm, raw, token, top));
+            }
             if let Some(reason) = self.out.push(lm.tokenizer.token_bytes(token), on_text) {
                 return Ok(Some(reason));
             }
@@ -371,6 +439,13 @@ impl Generation {
         Ok(None)
     }
 
+    /// Log-probabilities of the tokens generated since the last call.
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprob> {
+        let fresh = self.logprobs[self.logprobs_taken..].to_vec();
+        self.logprobs_taken = self.logprobs.len();
+        fresh
+    }
+
     /// The result; call after `step` returned a finish reason.
     pub fn into_completion(self) -> Completion {
         Completion {
@@ -382,6 +457,7 @@ impl Generation {
             prompt_eval: self.prompt_eval,
             eval: self.decode_start.elapsed(),
             constraint: self.constraint.map(|_| self.stats),
+            logprobs: self.logprobs,
         }
     }
 }

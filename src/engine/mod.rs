@@ -28,8 +28,8 @@ pub use constraint::{Constraint, ConstraintFactory, Format, Grammars};
 pub use device::{select_device, DeviceChoice};
 pub use error::EngineError;
 pub use generate::{
-    generate, generate_constrained, Completion, ConstraintStats, FinishReason, GenerateRequest,
-    Session,
+    generate, generate_constrained, Alternative, Completion, ConstraintStats, FinishReason,
+    GenerateRequest, Session, TokenLogprob,
 };
 pub use model::{
     card, inspect, load, LanguageModel, LoadOptions, LoadedModel, ModelCard, ModelConfig,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::constraint::Format;
-use super::generate::Completion;
+use super::generate::{Completion, TokenLogprob};
 use super::sampler::SamplingParams;
 use super::template::ChatMessage;
 use super::tools::{ToolCall, ToolUse};
@@ -78,6 +78,8 @@ pub struct Generated {
 
 #[derive(Debug)]
 pub enum Event {
+    /// Log-probabilities of the tokens whose text comes in the next `Text` (when asked for).
+    Logprobs(Vec<TokenLogprob>),
     Text(String),
     Done(Generated),
     Embeddings {

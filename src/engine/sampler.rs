@@ -20,6 +20,9 @@ pub struct SamplingParams {
     pub repeat_last_n: usize,
     /// `None`: a random seed.
     pub seed: Option<u64>,
+    /// Report each chosen token's log-probability and this many most likely alternatives
+    /// (`None`: report nothing). Not a sampling setting, but it is decided where one is.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -33,6 +36,7 @@ impl Default for SamplingParams {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: None,
+            logprobs: None,
         }
     }
 }
@@ -156,6 +160,7 @@ mod tests {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: Some(7),
+            logprobs: None,
         }
     }
 

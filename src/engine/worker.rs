@@ -182,17 +182,23 @@ pub(crate) fn run(
             let a = &mut active[i];
             let events = a.events.clone();
             let (admitted, last, calls) = (a.admitted, &mut a.last_token, &mut a.calls);
-            let step = a.generation.step(&lm, &mut a.session, &mut |text| {
+            let mut text = String::new();
+            let step = a.generation.step(&lm, &mut a.session, &mut |piece| {
                 telemetry.token(admitted, last);
-                let text = match calls {
-                    Some(c) => c.push(text),
-                    None => text.to_owned(),
-                };
-                if text.is_empty() {
-                    return !events.is_closed();
+                match calls {
+                    Some(c) => text.push_str(&c.push(piece)),
+                    None => text.push_str(piece),
                 }
-                events.send(Event::Text(text)).is_ok()
+                !events.is_closed()
             });
+            // A step's log-probabilities go just before its text, so they ride on its chunk.
+            let logprobs = a.generation.take_logprobs();
+            if !logprobs.is_empty() {
+                let _ = events.send(Event::Logprobs(logprobs));
+            }
+            if !text.is_empty() {
+                let _ = events.send(Event::Text(text));
+            }
             match step {
                 Ok(None) => i += 1,
                 Ok(Some(_)) | Err(_) => {

@@ -413,6 +413,7 @@ impl Classifier {
         while let Some(ev) = sub.events.recv().await {
             match ev {
                 Event::Text(t) => text.push_str(&t),
+                Event::Logprobs(_) => {}
                 Event::Done(g) => {
                     let answer: Suggestion = serde_json::from_str(&text)
                         .map_err(|e| ClassifyError::BadAnswer(format!("{e}: {text}")))?;

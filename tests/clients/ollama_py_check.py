@@ -316,6 +316,20 @@ def check_show_capabilities_tools():
     assert "tools" in (r.capabilities or []), f"capabilities={r.capabilities!r}"
 
 
+def check_logprobs():
+    r = client.generate(MODEL, GEN_PROMPT, options=GEN_OPTS, logprobs=True, top_logprobs=3)
+    lp = r.logprobs
+    assert lp is not None and len(lp) == r.eval_count, f"one entry per token: {lp!r}"
+    assert "".join(t.token for t in lp) == r.response, "the tokens spell the response"
+    for t in lp:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3, f"{t!r}"
+        # Temperature 0: the chosen token is the most likely one.
+        assert t.top_logprobs[0].token == t.token, f"{t!r}"
+    chunks = list(client.chat(MODEL, messages=CHAT_MSGS, options=CHAT_OPTS, stream=True, logprobs=True))
+    streamed = [t for c in chunks for t in (c.logprobs or [])]
+    assert "".join(t.token for t in streamed) == "".join(c.message.content or "" for c in chunks), "per chunk"
+
+
 CHECKS = [
     ("generate", check_generate),
     ("generate_stream", check_generate_stream),
@@ -332,6 +346,7 @@ CHECKS = [
     ("list", check_list),
     ("show", check_show),
     ("ps", check_ps),
+    ("logprobs", check_logprobs),
     ("embed", check_embed),
     ("embed_single", check_embed_single),
     ("embeddings_legacy", check_embeddings_legacy),

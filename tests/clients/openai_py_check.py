@@ -299,6 +299,29 @@ def check_chat_tools_bad_definition():
         raise AssertionError("a tool_choice naming an absent function should be a 400")
 
 
+def check_chat_logprobs():
+    r = client.chat.completions.create(model=MODEL, messages=CHAT_MSGS, logprobs=True, top_logprobs=2, **CHAT_ARGS)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens, f"{len(content)} entries for {r.usage.completion_tokens} tokens"
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 2 and bytes(t.bytes).decode("utf-8", "replace"), f"{t!r}"
+    stream = client.chat.completions.create(model=MODEL, messages=CHAT_MSGS, logprobs=True, stream=True, **CHAT_ARGS)
+    tokens, text = [], ""
+    for chunk in stream:
+        for ch in chunk.choices:
+            text += ch.delta.content or ""
+            if ch.logprobs and ch.logprobs.content:
+                tokens += [t.token for t in ch.logprobs.content]
+    assert "".join(tokens) == text, f"{tokens!r} vs {text!r}"
+    try:
+        client.chat.completions.create(model=MODEL, messages=CHAT_MSGS, logprobs=True, top_logprobs=21, **CHAT_ARGS)
+    except openai.BadRequestError as e:
+        assert "top_logprobs" in str(e)
+    else:
+        raise AssertionError("top_logprobs 21 should be a 400")
+
+
 CHECKS = [
     ("chat", check_chat),
     ("chat_json_schema", check_chat_json_schema),
@@ -307,6 +330,7 @@ CHECKS = [
     ("chat_tools_named_stream", check_chat_tools_named_stream),
     ("chat_tools_pydantic_strict", check_chat_tools_pydantic_strict),
     ("chat_tools_bad_definition", check_chat_tools_bad_definition),
+    ("chat_logprobs", check_chat_logprobs),
     ("completions", check_completions),
     ("completions_stream", check_completions_stream),
     ("models_list", check_models_list),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
+use crate::api::logprobs::{requested, token_list};
 use crate::api::params::{json_body, keep_alive, now_rfc3339, Options};
 use crate::api::tools::{ollama_calls, parse_call, parse_tools, tool_use};
 use crate::api::{collect, first_event, require_model, AppState};
@@ -33,6 +34,7 @@ struct CommonBody {
     format: Option<Value>,
     think: Option<Value>,
     truncate: Option<bool>,
+    logprobs: Option<bool>,
     top_logprobs: Option<i64>,
 }
 
@@ -84,15 +86,13 @@ struct Common {
     keep_alive: Option<KeepAlive>,
     stream: bool,
     truncate: bool,
+    /// Alternatives per token when log-probabilities are asked for.
+    logprobs: Option<usize>,
 }
 
 fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
     let model = require_model(state, b.model.as_deref())?;
-    if b.top_logprobs.is_some_and(|n| !(0..=20).contains(&n)) {
-        return Err(ApiError::bad_request(
-            "top_logprobs must be between 0 and 20",
-        ));
-    }
+    let logprobs = requested(b.logprobs.unwrap_or(false), b.top_logprobs)?;
     match &b.think {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
         Some(_) => {
@@ -108,6 +108,7 @@ fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
         keep_alive: keep_alive(b.keep_alive.as_ref())?,
         stream: b.stream.unwrap_or(true),
         truncate: b.truncate.unwrap_or(true),
+        logprobs,
         model,
     })
 }
@@ -126,10 +127,12 @@ fn parse_format(format: Option<&Value>) -> Result<Option<Format>, ApiError> {
 }
 
 fn task(c: &Common, input: PromptInput) -> GenerateTask {
+    let mut sampling = c.options.sampling();
+    sampling.logprobs = c.logprobs;
     GenerateTask {
         tools: None,
         input,
-        sampling: c.options.sampling(),
+        sampling,
         num_predict: c.options.max_tokens(),
         num_ctx: c.options.num_ctx,
         stop: c.options.stop.clone().unwrap_or_default(),
@@ -393,13 +396,25 @@ async fn run(
     let first = first_event(&c.model, &mut sub.events).await?;
     let load = sub.load_duration;
     if reply.stream {
+        // Log-probabilities come just before the text of their tokens and ride on its chunk.
+        let mut pending = Vec::new();
+        let with_logprobs = |mut v: Value, pending: &mut Vec<_>| {
+            if !pending.is_empty() {
+                v["logprobs"] = token_list(&std::mem::take(pending));
+            }
+            v
+        };
         let lines = move |ev: Event| -> Vec<Value> {
             match ev {
-                Event::Text(t) => vec![reply.chunk(&t)],
+                Event::Logprobs(l) => {
+                    pending.extend(l);
+                    vec![]
+                }
+                Event::Text(t) => vec![with_logprobs(reply.chunk(&t), &mut pending)],
                 Event::Done(g) => reply
                     .calls(&g)
                     .into_iter()
-                    .chain([reply.last("", &g, load)])
+                    .chain([with_logprobs(reply.last("", &g, load), &mut pending)])
                     .collect(),
                 Event::Error(e) => vec![json!({"error": e.to_string()})],
                 Event::Embeddings { .. } => vec![json!({"error": "unexpected embeddings"})],
@@ -414,6 +429,9 @@ async fn run(
     }
     let (text, done) = collect(&c.model, first, &mut sub.events).await?;
     let mut v = reply.last(&text, &done, load);
+    if c.logprobs.is_some() {
+        v["logprobs"] = token_list(&done.completion.logprobs);
+    }
     if !done.tool_calls.is_empty() {
         v["message"]["tool_calls"] = ollama_calls(&done.tool_calls);
     }
