@@ -85,6 +85,15 @@ fn schemas() -> Vec<(&'static str, Value)> {
             "created": {"anyOf": [{"type": "string", "pattern": "^20[0-9]{2}-[01][0-9]-[0-3][0-9]$"}, {"type": "null"}]}},
             "required": ["title", "correspondent", "document_type", "tags", "created"]}),
         ),
+        (
+            // paperless-ai's shape: a free-form object of custom fields inside the schema.
+            "free-form object",
+            json!({"type": "object", "properties": {
+            "title": {"type": "string", "maxLength": 30},
+            "custom_fields": {"type": "object", "maxProperties": 3,
+                              "additionalProperties": {"type": "string", "maxLength": 12}}},
+            "required": ["title", "custom_fields"]}),
+        ),
     ]
 }
 

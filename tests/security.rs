@@ -99,6 +99,12 @@ fn the_store_never_touches_a_file_outside_its_folders() {
             ("/api/copy", json!({"source": MODEL, "destination": probe})),
             ("/api/show", json!({"model": probe})),
             ("/api/pull", json!({"model": probe, "stream": false})),
+            ("/api/create", json!({"model": probe, "from": MODEL})),
+            ("/api/create", json!({"model": "x", "from": probe})),
+            (
+                "/api/create",
+                json!({"model": "x", "modelfile": format!("FROM {probe}")}),
+            ),
             ("/api/generate", json!({"model": probe, "prompt": "hi"})),
             ("/api/chat", json!({"model": probe, "messages": []})),
             ("/api/embed", json!({"model": probe, "input": "hi"})),
@@ -423,15 +429,32 @@ fn writes_need_the_key_and_reads_do_not() {
     assert_eq!(copy(Some("Basic k-123")), 401);
     assert_eq!(copy(Some("Bearer k-12")), 401);
     assert_eq!(copy(Some("Bearer k-123")), 200);
+    let digest = format!("sha256:{}", "ab".repeat(32));
     for (method, path, body) in [
-        ("DELETE", "/api/delete", json!({"model": "keyed"})),
-        ("POST", "/api/pull", json!({"model": "nosuch"})),
+        (
+            "DELETE",
+            "/api/delete".to_owned(),
+            json!({"model": "keyed"}),
+        ),
+        ("POST", "/api/pull".to_owned(), json!({"model": "nosuch"})),
+        (
+            "POST",
+            "/api/create".to_owned(),
+            json!({"model": "k2", "from": MODEL}),
+        ),
+        ("POST", format!("/api/blobs/{digest}"), json!("bytes")),
+        ("HEAD", format!("/api/blobs/{digest}"), json!(null)),
     ] {
         let r = c
             .request(method.parse().unwrap(), format!("{}{path}", s.url))
             .json(&body);
         assert_eq!(send(r).0, 401, "{path}");
     }
+    let created = c
+        .post(format!("{}/api/create", s.url))
+        .header("Authorization", "Bearer k-123")
+        .json(&json!({"model": "k2", "from": MODEL, "stream": false}));
+    assert_eq!(send(created).0, 200);
     // Inference and reading stay open, as in Ollama.
     let (st, _) = send(c.get(format!("{}/api/tags", s.url)));
     assert_eq!(st, 200);

@@ -709,3 +709,193 @@ fn open_webui_native_tool_calling_round_trip() {
     let answered = last["prompt_eval_count"].as_u64().unwrap();
     assert!(answered > asked + 20, "{asked} -> {answered}");
 }
+
+/// `/api/create` from an uploaded file and from a model, with a Modelfile's defaults applied
+/// to every request; blobs land under their digest or not at all; nothing is read from or
+/// written to a path a request names.
+#[test]
+fn create_from_an_uploaded_file_and_from_a_model() {
+    use sha2::{Digest, Sha256};
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let c = client();
+    let file = std::fs::read(common::test_model_path()).unwrap();
+    let hex = hex::encode(Sha256::digest(&file));
+    let blob = |digest: &str| format!("{}/api/blobs/{digest}", s.url);
+    let blobs_dir = s.models_dir.path().join("cache/blobs");
+    let head = |h: &str| {
+        c.head(blob(&format!("sha256:{h}")))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(head(&hex), 404);
+
+    // A body that does not match its digest leaves nothing behind.
+    let wrong = "0".repeat(64);
+    let r = c
+        .post(blob(&format!("sha256:{wrong}")))
+        .body(file.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("digest mismatch"));
+    assert_eq!(head(&wrong), 404);
+    let leftovers = std::fs::read_dir(&blobs_dir).unwrap().count();
+    assert_eq!(leftovers, 0, "no partial upload is kept");
+    let r = c.post(blob("sha256:../../etc")).body("x").send().unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let r = c
+        .post(blob(&format!("sha256:{hex}")))
+        .header("content-type", "application/octet-stream")
+        .body(file)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(head(&hex), 200);
+
+    // A model from the upload, with defaults.
+    let (st, v) = s.post(
+        "/api/create",
+        json!({"model": "filer", "files": {"model.gguf": format!("sha256:{hex}")},
+               "system": "You file household papers.",
+               "parameters": {"temperature": 0, "num_predict": 5}, "stream": false}),
+    );
+    assert_eq!((st, &v), (200, &json!({"status": "success"})));
+    let (_, show) = s.post("/api/show", json!({"model": "filer"}));
+    assert_eq!(show["system"], "You file household papers.");
+    assert!(
+        show["parameters"]
+            .as_str()
+            .unwrap()
+            .contains("num_predict 5"),
+        "{show}"
+    );
+    let ask = |model: &str| {
+        let (st, v) = s.post(
+            "/api/generate",
+            json!({"model": model, "prompt": "Hi", "stream": false}),
+        );
+        assert_eq!(st, 200, "{v}");
+        v
+    };
+    let a = ask("filer");
+    assert_eq!(a["eval_count"], 5, "num_predict from the model: {a}");
+    assert_eq!(
+        ask("filer")["response"],
+        a["response"],
+        "temperature 0 from the model"
+    );
+    // The same as the base model asked with those settings by hand.
+    let (_, by_hand) = s.post(
+        "/api/generate",
+        json!({"model": MODEL, "prompt": "Hi", "stream": false, "system": "You file household papers.",
+               "options": {"temperature": 0, "num_predict": 5}}),
+    );
+    assert_eq!(a["context"], by_hand["context"], "{a} vs {by_hand}");
+    assert_eq!(a["response"], by_hand["response"]);
+
+    // A model from that model, by Modelfile: it keeps the system prompt, adds turns.
+    let (st, v) = s.post(
+        "/api/create",
+        json!({"model": "filer:brief", "modelfile":
+            "FROM filer\nPARAMETER num_predict 3\nMESSAGE user \"Who are you?\"\nMESSAGE assistant \"\"\"A filing clerk.\"\"\"\n"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, show) = s.post("/api/show", json!({"model": "filer:brief"}));
+    assert_eq!(show["system"], "You file household papers.");
+    assert_eq!(show["messages"][1]["content"], "A filing clerk.");
+    let (st, v) = s.post(
+        "/api/chat",
+        json!({"model": "filer:brief", "stream": false, "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!((st, v["eval_count"].as_u64()), (200, Some(3)), "{v}");
+    let (_, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "filer:brief", "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!(
+        v["usage"]["completion_tokens"], 3,
+        "OpenAI requests get the defaults too: {v}"
+    );
+
+    // What is refused, and how.
+    let refused = [
+        (
+            json!({"model": "x", "from": "/etc/passwd"}),
+            400,
+            "invalid model name",
+        ),
+        (
+            json!({"model": "x", "path": "/tmp/Modelfile"}),
+            400,
+            "never read",
+        ),
+        (json!({"model": "x", "from": "nosuch:7b"}), 404, "not found"),
+        (
+            json!({"model": MODEL, "from": "filer"}),
+            409,
+            "already exists",
+        ),
+        (
+            json!({"model": "x", "from": "filer", "quantize": "q4_K_M"}),
+            400,
+            "quantize",
+        ),
+        (
+            json!({"model": "x", "files": {"a.gguf": format!("sha256:{wrong}")}}),
+            400,
+            "upload it first",
+        ),
+        (
+            json!({"model": "x", "modelfile": "FROM filer\nADAPTER ./lora.gguf"}),
+            400,
+            "ADAPTER",
+        ),
+        (
+            json!({"model": "x", "from": "filer", "parameters": {"temperature": "hot"}}),
+            400,
+            "temperature",
+        ),
+        (
+            json!({"model": "x", "from": "filer", "template": "{{ range .Messages }}{{ end }}"}),
+            400,
+            "template",
+        ),
+    ];
+    for (body, status, says) in refused {
+        let (st, v) = s.post("/api/create", body.clone());
+        assert_eq!(st, status, "{body} -> {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{body} -> {v}");
+    }
+    // An upload that is not a model gets no name.
+    let text = b"not a model".to_vec();
+    let text_hex = hex::encode(Sha256::digest(&text));
+    let r = c
+        .post(blob(&format!("sha256:{text_hex}")))
+        .body(text)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let (st, v) = s.post(
+        "/api/create",
+        json!({"model": "junk", "files": {"x.gguf": format!("sha256:{text_hex}")}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not a model"), "{v}");
+    let (st, v) = s.post("/api/push", json!({"model": "filer"}));
+    assert_eq!(st, 501, "{v}");
+
+    // Deleting the names removes the upload once nothing points at it.
+    for name in ["filer", "filer:brief"] {
+        let r = c
+            .delete(format!("{}/api/delete", s.url))
+            .json(&json!({"model": name}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{name}");
+    }
+    assert_eq!(head(&hex), 404);
+}

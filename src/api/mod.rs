@@ -109,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pull", post(ollama::pull))
         .route("/api/copy", post(ollama::copy))
         .route("/api/delete", delete(ollama::delete))
+        .route("/api/create", post(ollama::create))
+        .route("/api/push", post(ollama::push))
         .route("/api/classify", post(classify::classify_text))
         .route("/api/paperless/webhook", post(classify::webhook))
         .route("/api/paperless/undo", post(classify::undo))
@@ -120,18 +122,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/embeddings", post(openai::embeddings))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
         // Refuses a declared Content-Length over the limit before reading a byte; the extractor
         // limit below catches chunked bodies that grow past it.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
+        // Model files are uploaded as a stream, hashed and capped by the handler itself.
+        .merge(Router::new().route(
+            "/api/blobs/{digest}",
+            post(ollama::blob_upload).head(ollama::blob_exists),
+        ))
+        // Outside the merge: the fallback's 404/405 and the limit's 413 are JSON too.
         .layer(axum::middleware::from_fn_with_state(
             body_limit,
             json_errors,
         ))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             BODY_TIMEOUT,
         ))

@@ -11,17 +11,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::logprobs::{legacy, requested, token_list, MAX_TOP_LOGPROBS};
-use super::ollama::embed_texts;
+use super::ollama::{embed_texts, with_defaults};
 use super::params::{json_body, Options};
 use super::tools::{openai_calls, parse_call, parse_choice, parse_tools, tool_use};
 use super::{collect, event_stream, first_event, require_model, AppState};
 use crate::engine::{
     ChatMessage, Event, Format, GenerateTask, Generated, PromptInput, TokenLogprob, ToolUse,
 };
+use crate::store::ModelDefaults;
 
 /// An [`ApiError`] in OpenAI's `{"error": {"message", "type", ...}}` shape.
 pub struct OpenAiError(ApiError);
@@ -159,8 +160,9 @@ fn message(v: &Value) -> Result<ChatMessage, ApiError> {
     Ok(ChatMessage::new(role, content))
 }
 
-fn options(s: &Sampling) -> Result<Options, ApiError> {
-    let mut map = Map::new();
+/// The request's sampling fields over a created model's defaults.
+fn options(s: &Sampling, defaults: &ModelDefaults) -> Result<Options, ApiError> {
+    let mut map = defaults.options.clone();
     if let Some(t) = s.temperature {
         map.insert("temperature".into(), json!(t));
     }
@@ -293,7 +295,15 @@ impl Shape {
 
 async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> OaResult<Response> {
     let model = require_model(&state, s.model.as_deref())?;
-    let o = options(&s)?;
+    let defaults = state.engine.store().defaults(&model);
+    let o = options(&s, &defaults)?;
+    let input = match input {
+        PromptInput::Chat(mut m) => {
+            with_defaults(&mut m, &defaults);
+            PromptInput::Chat(m)
+        }
+        other => other,
+    };
     let format = response_format(&s)?;
     let tools = if chat { tools(&s)? } else { None };
     let report = logprobs(&s, chat)?;
@@ -304,7 +314,7 @@ async fn run(state: AppState, s: Sampling, input: PromptInput, chat: bool) -> Oa
         input,
         sampling,
         num_predict: o.max_tokens(),
-        num_ctx: None,
+        num_ctx: o.num_ctx,
         stop: o.stop.clone().unwrap_or_default(),
         truncate: true,
         format,

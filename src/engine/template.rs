@@ -379,6 +379,52 @@ pub fn render_go_template(
     prompt: &str,
     tok: &Tokenizer,
 ) -> Result<Vec<u32>, EngineError> {
+    let out = go_template_segments(template, system, prompt)?;
+    // Literal text may hold control tokens; values are plain text. Adjacent text is encoded
+    // together so BPE sees the same string a full render would give it.
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    for (literal, s) in out {
+        if !literal {
+            text.push_str(&s);
+            continue;
+        }
+        let mut s = s.as_str();
+        while !s.is_empty() {
+            match tok.find_special(s) {
+                Some((at, len, id)) => {
+                    text.push_str(&s[..at]);
+                    if !text.is_empty() {
+                        ids.extend(tok.encode(&std::mem::take(&mut text))?);
+                    }
+                    ids.push(id);
+                    s = &s[at + len..];
+                }
+                None => {
+                    text.push_str(s);
+                    s = "";
+                }
+            }
+        }
+    }
+    if !text.is_empty() {
+        ids.extend(tok.encode(&text)?);
+    }
+    Ok(ids)
+}
+
+/// Whether `template` is in the subset [`render_go_template`] renders (a 400 at create time
+/// instead of at every request).
+pub fn check_go_template(template: &str) -> Result<(), EngineError> {
+    go_template_segments(template, "system", "prompt").map(|_| ())
+}
+
+/// The template's output as (literal?, text) segments, in order.
+fn go_template_segments(
+    template: &str,
+    system: &str,
+    prompt: &str,
+) -> Result<Vec<(bool, String)>, EngineError> {
     let bad = |m: String| EngineError::InvalidInput(format!("template: {m}"));
     let value = |name: &str| -> Result<&str, EngineError> {
         match name {
@@ -445,37 +491,7 @@ pub fn render_go_template(
     if !stack.is_empty() {
         return Err(bad("if without end".into()));
     }
-    // Literal text may hold control tokens; values are plain text. Adjacent text is encoded
-    // together so BPE sees the same string a full render would give it.
-    let mut ids = Vec::new();
-    let mut text = String::new();
-    for (literal, s) in out {
-        if !literal {
-            text.push_str(&s);
-            continue;
-        }
-        let mut s = s.as_str();
-        while !s.is_empty() {
-            match tok.find_special(s) {
-                Some((at, len, id)) => {
-                    text.push_str(&s[..at]);
-                    if !text.is_empty() {
-                        ids.extend(tok.encode(&std::mem::take(&mut text))?);
-                    }
-                    ids.push(id);
-                    s = &s[at + len..];
-                }
-                None => {
-                    text.push_str(s);
-                    s = "";
-                }
-            }
-        }
-    }
-    if !text.is_empty() {
-        ids.extend(tok.encode(&text)?);
-    }
-    Ok(ids)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,8 +19,10 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+mod create;
 mod names;
 
+pub use create::{blob_hex, CreateFrom, DefaultMessage, ModelDefaults};
 use names::{cache_relative, is_sha256_hex, split_name};
 pub use names::{canonical_name, parse_name, plain_relative};
 use sha2::{Digest, Sha256};
@@ -92,6 +94,9 @@ pub struct Manifest {
     pub ollama_blob: Option<String>,
     pub sha256: Option<String>,
     pub source: Option<toml::Value>,
+    /// What `/api/create` gave the model (system prompt, parameters, …).
+    #[serde(default, skip_serializing_if = "ModelDefaults::is_empty")]
+    pub defaults: ModelDefaults,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,6 +468,7 @@ impl ModelStore {
             ollama_blob,
             sha256,
             source: None,
+            defaults: entry.map(|e| e.manifest.defaults).unwrap_or_default(),
         };
         // '@' cannot occur in a name, so no two names share a manifest file.
         let path = self.manifest_dir.join(format!("{name}@{tag}.toml"));

@@ -330,6 +330,22 @@ def check_logprobs():
     assert "".join(t.token for t in streamed) == "".join(c.message.content or "" for c in chunks), "per chunk"
 
 
+def check_create_show_delete():
+    # The client's create API: a new name for the model with its own system prompt and
+    # parameters, applied to every request; then removed again.
+    name = "py-filer:latest"
+    r = client.create(model=name, from_=MODEL, system="You file household papers.",
+                      parameters={"temperature": 0, "num_predict": 4})
+    assert r.status == "success", f"{r!r}"
+    s = client.show(name)
+    assert 'SYSTEM """You file household papers."""' in s.modelfile, f"{s.modelfile!r}"
+    assert "num_predict 4" in (s.parameters or ""), f"{s.parameters!r}"
+    g = client.generate(name, "Hi")
+    assert g.eval_count == 4, f"num_predict from the model: {g.eval_count!r}"
+    assert client.delete(name).status == "success"
+    assert all(m.model != name for m in client.list().models), "deleted"
+
+
 CHECKS = [
     ("generate", check_generate),
     ("generate_stream", check_generate_stream),
@@ -343,6 +359,7 @@ CHECKS = [
     ("show_capabilities_tools", check_show_capabilities_tools),
     ("generate_json_mode", check_generate_json_mode),
     ("bad_schema_rejected", check_bad_schema_rejected),
+    ("create_show_delete", check_create_show_delete),
     ("list", check_list),
     ("show", check_show),
     ("ps", check_ps),

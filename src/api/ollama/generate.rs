@@ -19,6 +19,7 @@ use crate::engine::{
     ChatMessage, EngineError, Event, Format, GenerateTask, Generated, KeepAlive, PromptInput,
     ToolChoice,
 };
+use crate::store::ModelDefaults;
 
 // ---------------------------------------------------------------------------------------------
 // Request types
@@ -88,6 +89,8 @@ struct Common {
     truncate: bool,
     /// Alternatives per token when log-probabilities are asked for.
     logprobs: Option<usize>,
+    /// What `/api/create` gave the model (the request's own values win).
+    defaults: ModelDefaults,
 }
 
 fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
@@ -102,9 +105,13 @@ fn common(state: &AppState, b: &CommonBody) -> Result<Common, ApiError> {
         }
     }
     let format = parse_format(b.format.as_ref())?;
+    let defaults = state.engine.store().defaults(&model);
+    let mut options = defaults.options.clone();
+    options.extend(b.options.clone().unwrap_or_default());
     Ok(Common {
         format,
-        options: Options::parse(b.options.as_ref().unwrap_or(&Map::new()))?,
+        options: Options::parse(&options)?,
+        defaults,
         keep_alive: keep_alive(b.keep_alive.as_ref())?,
         stream: b.stream.unwrap_or(true),
         truncate: b.truncate.unwrap_or(true),
@@ -233,21 +240,26 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
     if b.prompt.is_empty() {
         return load_or_unload(&state, &c, false).await;
     }
-    let template = b.template.filter(|t| !t.is_empty());
+    let template = b
+        .template
+        .filter(|t| !t.is_empty())
+        .or_else(|| c.defaults.template.clone());
+    let system = b.system.or_else(|| c.defaults.system.clone());
     let input = if b.raw {
         PromptInput::Raw(b.prompt)
     } else if let Some(template) = template {
         PromptInput::Template {
             template,
-            system: b.system.unwrap_or_default(),
+            system: system.unwrap_or_default(),
             prompt: b.prompt,
             context: b.context.unwrap_or_default(),
         }
     } else {
         let mut messages = Vec::new();
-        if let Some(s) = b.system.filter(|s| !s.is_empty()) {
+        if let Some(s) = system.filter(|s| !s.is_empty()) {
             messages.push(ChatMessage::new("system", s));
         }
+        messages.extend(opening(&c.defaults));
         messages.push(ChatMessage::new("user", b.prompt));
         match b.context.filter(|c| !c.is_empty()) {
             Some(context) => PromptInput::Continue { context, messages },
@@ -283,7 +295,8 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
     if b.messages.is_empty() {
         return load_or_unload(&state, &c, true).await;
     }
-    let messages = chat_messages(b.messages)?;
+    let mut messages = chat_messages(b.messages)?;
+    with_defaults(&mut messages, &c.defaults);
     let mut t = task(&c, PromptInput::Chat(messages));
     t.tools = tools;
     let reply = Reply {
@@ -293,6 +306,24 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         kind: ReplyKind::Chat,
     };
     run(&state, &c, t, reply).await
+}
+
+/// A created model's opening turns.
+pub(crate) fn opening(d: &ModelDefaults) -> impl Iterator<Item = ChatMessage> + '_ {
+    d.messages
+        .iter()
+        .map(|m| ChatMessage::new(&m.role, m.content.as_str()))
+}
+
+/// A conversation with a created model's system prompt (unless it brings its own) and opening
+/// turns in front, as Ollama does it.
+pub(crate) fn with_defaults(messages: &mut Vec<ChatMessage>, d: &ModelDefaults) {
+    let has_system = messages.first().is_some_and(|m| m.role == "system");
+    let at = usize::from(has_system);
+    messages.splice(at..at, opening(d));
+    if let (false, Some(s)) = (has_system, &d.system) {
+        messages.insert(0, ChatMessage::new("system", s.as_str()));
+    }
 }
 
 /// Wire messages as the engine reads them: a `tool` turn is named by its `tool_name`, or by

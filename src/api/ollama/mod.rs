@@ -2,6 +2,7 @@
 //! request into an engine task and the engine's events into NDJSON or one JSON object; one
 //! file per concern.
 
+mod create;
 mod embed;
 mod generate;
 mod models;
@@ -9,8 +10,10 @@ mod models;
 use axum::Json;
 use serde_json::{json, Value};
 
+pub use create::{blob_exists, blob_upload, create, push};
 pub(crate) use embed::embed_texts;
 pub use embed::{embed, embeddings};
+pub(crate) use generate::with_defaults;
 pub use generate::{chat, generate};
 pub use models::{copy, delete, ps, pull, show, tags};
 
