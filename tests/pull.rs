@@ -72,16 +72,7 @@ fn manifest(dir: &std::path::Path, name: &str, sha: &str) {
 }
 
 fn pull_lines(s: &Server, model: &str) -> Vec<Value> {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{}/api/pull", s.url))
-        .json(&json!({"model": model}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    BufReader::new(r)
-        .lines()
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect()
+    s.post_ndjson("/api/pull", json!({"model": model}))
 }
 
 #[test]

@@ -659,24 +659,12 @@ fn parallel_slots_interleave_generations() {
 fn open_webui_native_tool_calling_round_trip() {
     let _one = common::serial();
     let s = Server::start(&[]);
-    let c = client();
     let tools = json!([{"type": "function", "function": {"name": "get_weather",
         "description": "Get the current weather for a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string",
             "description": "City name"}}, "required": ["city"]}}}]);
     let question = json!({"role": "user", "content": "<tool_call> get_weather for Berlin"});
-    let lines = |body: Value| -> Vec<Value> {
-        let r = c
-            .post(format!("{}/api/chat", s.url))
-            .json(&body)
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        BufReader::new(r)
-            .lines()
-            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-            .collect()
-    };
+    let lines = |body: Value| s.post_ndjson("/api/chat", body);
     let first = lines(json!({
         "model": MODEL, "messages": [question.clone()], "stream": true,
         "tools": tools, "keep_alive": "5m",

@@ -124,6 +124,18 @@ impl ModelStore {
         from: &CreateFrom,
         defaults: ModelDefaults,
     ) -> Result<(), StoreError> {
+        self.write_name(dest, from, defaults, true)
+    }
+
+    /// A new manifest naming `from`'s file. `replace_own`: a name this store wrote before
+    /// (copy or create) may be replaced; otherwise any existing name is a conflict.
+    pub(super) fn write_name(
+        &self,
+        dest: &str,
+        from: &CreateFrom,
+        defaults: ModelDefaults,
+        replace_own: bool,
+    ) -> Result<(), StoreError> {
         let dest = parse_name(dest)?;
         if dest.contains('/') {
             return Err(StoreError::BadName(dest));
@@ -174,9 +186,10 @@ impl ModelStore {
         };
         let (name, tag) = split_name(&dest);
         let path = self.manifest_dir.join(format!("{name}@{tag}.toml"));
+        // '@' cannot occur in a name, so no two names share a manifest file.
         let replace = match self.find_entry(&dest)? {
             // Only a name this store wrote for a user (copy or create) is replaced.
-            Some(e) if e.origin.as_deref() == Some(path.as_path()) => true,
+            Some(e) if replace_own && e.origin.as_deref() == Some(path.as_path()) => true,
             Some(_) => return Err(StoreError::Exists(dest)),
             None if self.ollama_model(&dest).is_some() => return Err(StoreError::Exists(dest)),
             None => false,
@@ -196,10 +209,14 @@ impl ModelStore {
         })?;
         std::fs::create_dir_all(&self.manifest_dir).map_err(|e| io_err(&self.manifest_dir, e))?;
         if replace {
-            write_replace(&path, &text)
-        } else {
-            write_new(&path, &text)
+            return write_replace(&path, &text);
         }
+        write_new(&path, &text).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                StoreError::Exists(dest.clone())
+            }
+            other => other,
+        })
     }
 }
 

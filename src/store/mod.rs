@@ -430,59 +430,12 @@ impl ModelStore {
         self.digests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `canonical` names anything (downloaded or not, ours or Ollama's).
-    fn taken(&self, canonical: &str) -> Result<bool, StoreError> {
-        Ok(self.find_entry(canonical)?.is_some() || self.ollama_model(canonical).is_some())
-    }
-
-    /// Makes `dest` another name for the store model `source`: a new manifest in the models
-    /// folder pointing at the same file. Existing names are never replaced.
+    /// Makes `dest` another name for the store model `source` (and its defaults): a new
+    /// manifest in the models folder pointing at the same file. Existing names are never
+    /// replaced.
     pub fn copy(&self, source: &str, dest: &str) -> Result<(), StoreError> {
-        if self.paths.iter().any(|p| p.as_os_str() == source) {
-            return Err(StoreError::NotInStore(source.to_owned()));
-        }
-        let src = parse_name(source)?;
-        let dest = parse_name(dest)?;
-        if dest.contains('/') {
-            return Err(StoreError::BadName(dest));
-        }
-        let entry = self.find_entry(&src)?;
-        let (file, ollama_blob, sha256) = match &entry {
-            Some(e) if is_model_file(e.location.path()) => match &e.location {
-                Location::Cache(_) => (e.manifest.file.clone(), None, e.manifest.sha256.clone()),
-                Location::Ollama(_, hex) => (String::new(), Some(hex.clone()), Some(hex.clone())),
-            },
-            _ => match self.ollama_model(&src) {
-                Some((_, _, hex)) => (String::new(), Some(hex.clone()), Some(hex)),
-                None => return Err(StoreError::NotFound(source.to_owned())),
-            },
-        };
-        if self.taken(&dest)? {
-            return Err(StoreError::Exists(dest));
-        }
-        let (name, tag) = split_name(&dest);
-        let manifest = Manifest {
-            name: name.to_owned(),
-            tags: vec![tag.to_owned()],
-            file,
-            ollama_blob,
-            sha256,
-            source: None,
-            defaults: entry.map(|e| e.manifest.defaults).unwrap_or_default(),
-        };
-        // '@' cannot occur in a name, so no two names share a manifest file.
-        let path = self.manifest_dir.join(format!("{name}@{tag}.toml"));
-        let text = toml::to_string(&manifest).map_err(|e| StoreError::BadManifest {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        std::fs::create_dir_all(&self.manifest_dir).map_err(|e| io_err(&self.manifest_dir, e))?;
-        write_new(&path, &text).map_err(|e| match e {
-            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                StoreError::Exists(dest.clone())
-            }
-            other => other,
-        })
+        let from = CreateFrom::Model(source.to_owned());
+        self.write_name(dest, &from, ModelDefaults::default(), false)
     }
 
     /// Removes a name. A file in `cache/` goes too unless another name still points at it;

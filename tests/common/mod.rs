@@ -180,6 +180,24 @@ impl Server {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// POSTs JSON to `path`, expects 200, and parses the NDJSON lines of the reply.
+    pub fn post_ndjson(&self, path: &str, body: serde_json::Value) -> Vec<serde_json::Value> {
+        use std::io::BufRead;
+        let r = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .unwrap()
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        std::io::BufReader::new(r)
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect()
+    }
+
     /// GETs `path` and parses its JSON body.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         reqwest::blocking::get(format!("{}{path}", self.url))
