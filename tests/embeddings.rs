@@ -145,7 +145,7 @@ fn capabilities_are_reported_and_enforced() {
     assert_eq!(show["model_info"]["bert.embedding_length"], 384);
     assert_eq!(show["model_info"]["bert.context_length"], 256);
     let (_, show) = s.post("/api/show", json!({"model": LLM}));
-    assert_eq!(show["capabilities"], json!(["completion"]));
+    assert_eq!(show["capabilities"], json!(["completion", "tools"]));
 
     let (status, err) = s.post("/api/generate", json!({"model": EMBED, "prompt": "hi"}));
     assert_eq!(status, 400);
@@ -225,7 +225,7 @@ fn llm_and_embedder_stay_loaded_together_and_paperless_ngx3_calls_work() {
         .expect("python3 runs (run scripts/test-deps)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("5 passed, 0 failed"),
+        out.status.success() && stdout.contains("6 passed, 0 failed"),
         "{stdout}\n{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         s.log()
