@@ -200,6 +200,21 @@ fn every_format_of_the_shape_loads_as_the_same_model() {
     assert!(cos(bf16, q4) > 0.95, "bf16 vs Q4_K_M: {}", cos(bf16, q4));
 }
 
+/// Sampling at temperature 1 (random weights: every token is possible), up to 200 tokens.
+fn hot(lm: &LoadedModel, prompt: &[u32], seed: u64) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.to_vec(),
+        sampling: SamplingParams {
+            temperature: 1.0,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        },
+        max_tokens: Some(200),
+        stop_tokens: lm.stop_tokens(),
+        stop_strings: vec![],
+    }
+}
+
 #[test]
 fn constrained_decoding_with_the_128k_vocabulary_is_valid_and_stops_on_eot() {
     let _guard = common::serial();
@@ -218,17 +233,7 @@ fn constrained_decoding_with_the_128k_vocabulary_is_valid_and_stops_on_eot() {
         )])
         .unwrap();
     for seed in [1, 2, 3] {
-        let req = GenerateRequest {
-            prompt: prompt.clone(),
-            sampling: SamplingParams {
-                temperature: 1.0,
-                seed: Some(seed),
-                ..SamplingParams::default()
-            },
-            max_tokens: Some(200),
-            stop_tokens: lm.stop_tokens(),
-            stop_strings: vec![],
-        };
+        let req = hot(&lm, &prompt, seed);
         let c = lm
             .constraints()
             .unwrap()
@@ -291,17 +296,7 @@ fn llama3_tool_calls_are_valid_json_calls_with_the_128k_vocabulary() {
     let text = lm.tokenizer.decode(&prompt);
     assert!(text.contains("Question: Weather in Paris?"), "{text}");
     for seed in [1, 2, 3] {
-        let req = GenerateRequest {
-            prompt: prompt.clone(),
-            sampling: SamplingParams {
-                temperature: 1.0,
-                seed: Some(seed),
-                ..SamplingParams::default()
-            },
-            max_tokens: Some(200),
-            stop_tokens: lm.stop_tokens(),
-            stop_strings: vec![],
-        };
+        let req = hot(&lm, &prompt, seed);
         let c = lm.grammars.compile_tools(syntax, &tools, None).unwrap();
         let mut session = Session::new(lm.model.new_cache(1024).unwrap());
         let mut splitter = CallSplitter::new(syntax);

@@ -166,16 +166,21 @@ impl Server {
         }
     }
 
-    /// POSTs JSON to `path`; the status and the JSON body (`null` when the body is not JSON).
-    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = reqwest::blocking::Client::builder()
+    /// Sends JSON to `path` with a generous timeout (the model may be slow to answer).
+    fn send_json(&self, path: &str, body: serde_json::Value) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(300))
             .build()
             .unwrap()
             .post(format!("{}{path}", self.url))
             .json(&body)
             .send()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// POSTs JSON to `path`; the status and the JSON body (`null` when the body is not JSON).
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.send_json(path, body);
         let status = r.status().as_u16();
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
@@ -183,14 +188,7 @@ impl Server {
     /// POSTs JSON to `path`, expects 200, and parses the NDJSON lines of the reply.
     pub fn post_ndjson(&self, path: &str, body: serde_json::Value) -> Vec<serde_json::Value> {
         use std::io::BufRead;
-        let r = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(300))
-            .build()
-            .unwrap()
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .unwrap();
+        let r = self.send_json(path, body);
         assert_eq!(r.status().as_u16(), 200, "{path}");
         std::io::BufReader::new(r)
             .lines()
