@@ -8,6 +8,7 @@ pub mod client;
 pub mod concepts;
 pub mod dates;
 pub mod evidence;
+pub mod fields;
 pub mod filed;
 pub mod fusion;
 pub mod journal;
