@@ -1,6 +1,7 @@
 //! Everything Paperless-ngx: the classifier (document text + the instance's taxonomy → a
 //! suggestion), the REST client, the safe write-back, and the triggers that run it.
 
+pub mod amounts;
 pub mod apply;
 pub mod archive;
 pub mod classifier;
