@@ -114,17 +114,7 @@ fn run_prompt(
     let prompt = lm
         .chat_prompt(&[ChatMessage::new("user", question)])
         .unwrap();
-    let req = GenerateRequest {
-        prompt,
-        sampling: SamplingParams {
-            temperature,
-            seed: Some(seed),
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(400),
-        stop_tokens: lm.stop_tokens(),
-        stop_strings: vec![],
-    };
+    let req = common::sampled(lm, prompt, temperature, seed, 400);
     let constraint = lm.constraints().unwrap().matcher(format).unwrap();
     let mut session = Session::new(lm.model.new_cache(1024).unwrap());
     let c = generate_constrained(lm, &mut session, &req, Some(constraint), &mut |_| true).unwrap();
@@ -292,20 +282,11 @@ fn run_reporting(
     temperature: f32,
     logprobs: Option<usize>,
 ) -> candlelight::engine::Completion {
-    let req = GenerateRequest {
-        prompt: lm
-            .chat_prompt(&[ChatMessage::new("user", INVOICE)])
-            .unwrap(),
-        sampling: SamplingParams {
-            temperature,
-            seed: Some(5),
-            logprobs,
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(60),
-        stop_tokens: lm.stop_tokens(),
-        stop_strings: vec![],
-    };
+    let prompt = lm
+        .chat_prompt(&[ChatMessage::new("user", INVOICE)])
+        .unwrap();
+    let mut req = common::sampled(lm, prompt, temperature, 5, 60);
+    req.sampling.logprobs = logprobs;
     let constraint = format.map(|f| lm.constraints().unwrap().matcher(f).unwrap());
     let mut session = Session::new(lm.model.new_cache(1024).unwrap());
     generate_constrained(lm, &mut session, &req, constraint, &mut |_| true).unwrap()

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use candlelight::engine::tools::CallSplitter;
 use candlelight::engine::{
-    self, generate_constrained, ChatMessage, FinishReason, Format, GenerateRequest, LoadOptions,
-    LoadedModel, SamplingParams, Session, Tokenizer, Tool, ToolChoice, ToolSyntax, ToolUse,
+    self, generate_constrained, ChatMessage, FinishReason, Format, LoadOptions, LoadedModel,
+    Session, Tokenizer, Tool, ToolChoice, ToolSyntax, ToolUse,
 };
 use candlelight::shaped::{self, GgufMix, Shape};
 use serde_json::{json, Value};
@@ -200,21 +200,6 @@ fn every_format_of_the_shape_loads_as_the_same_model() {
     assert!(cos(bf16, q4) > 0.95, "bf16 vs Q4_K_M: {}", cos(bf16, q4));
 }
 
-/// Sampling at temperature 1 (random weights: every token is possible), up to 200 tokens.
-fn hot(lm: &LoadedModel, prompt: &[u32], seed: u64) -> GenerateRequest {
-    GenerateRequest {
-        prompt: prompt.to_vec(),
-        sampling: SamplingParams {
-            temperature: 1.0,
-            seed: Some(seed),
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(200),
-        stop_tokens: lm.stop_tokens(),
-        stop_strings: vec![],
-    }
-}
-
 #[test]
 fn constrained_decoding_with_the_128k_vocabulary_is_valid_and_stops_on_eot() {
     let _guard = common::serial();
@@ -233,7 +218,7 @@ fn constrained_decoding_with_the_128k_vocabulary_is_valid_and_stops_on_eot() {
         )])
         .unwrap();
     for seed in [1, 2, 3] {
-        let req = hot(&lm, &prompt, seed);
+        let req = common::sampled(&lm, prompt.clone(), 1.0, seed, 200);
         let c = lm
             .constraints()
             .unwrap()
@@ -296,7 +281,7 @@ fn llama3_tool_calls_are_valid_json_calls_with_the_128k_vocabulary() {
     let text = lm.tokenizer.decode(&prompt);
     assert!(text.contains("Question: Weather in Paris?"), "{text}");
     for seed in [1, 2, 3] {
-        let req = hot(&lm, &prompt, seed);
+        let req = common::sampled(&lm, prompt.clone(), 1.0, seed, 200);
         let c = lm.grammars.compile_tools(syntax, &tools, None).unwrap();
         let mut session = Session::new(lm.model.new_cache(1024).unwrap());
         let mut splitter = CallSplitter::new(syntax);

@@ -6,8 +6,8 @@ mod common;
 
 use candlelight::engine::tools::CallSplitter;
 use candlelight::engine::{
-    generate_constrained, ChatMessage, FinishReason, Format, GenerateRequest, LoadedModel,
-    SamplingParams, Session, Tool, ToolCall, ToolChoice, ToolUse,
+    generate_constrained, ChatMessage, FinishReason, Format, LoadedModel, Session, Tool, ToolCall,
+    ToolChoice, ToolUse,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -84,17 +84,7 @@ fn answer(
         .grammars
         .compile_tools(syntax, tools, format)
         .unwrap_or_else(|e| panic!("{e}: {tools:?}"));
-    let req = GenerateRequest {
-        prompt,
-        sampling: SamplingParams {
-            temperature,
-            seed: Some(seed),
-            ..SamplingParams::default()
-        },
-        max_tokens: Some(max_tokens),
-        stop_tokens: lm.stop_tokens(),
-        stop_strings: vec![],
-    };
+    let req = common::sampled(lm, prompt, temperature, seed, max_tokens);
     let mut session = Session::new(lm.model.new_cache(2048).unwrap());
     let mut splitter = CallSplitter::new(syntax);
     let mut text = String::new();

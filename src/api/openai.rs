@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::logprobs::{legacy, requested, token_list, MAX_TOP_LOGPROBS};
 use super::ollama::{embed_texts, with_defaults};
 use super::params::{json_body, Options};
-use super::tools::{openai_calls, parse_call, parse_choice, parse_tools, tool_use};
+use super::tools::{openai_calls, parse_choice, parse_tools, tool_use, EarlierCalls};
 use super::{collect, event_stream, first_event, require_model, AppState};
 use crate::engine::{
     ChatMessage, Event, Format, GenerateTask, Generated, PromptInput, TokenLogprob, ToolUse,
@@ -108,25 +108,18 @@ struct CompletionBody {
 /// Messages as the engine reads them; a `tool` message is named by the earlier call its
 /// `tool_call_id` answers (or its own `name`).
 fn messages(wire: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
-    let mut ids: Vec<(String, String)> = Vec::new();
+    let mut earlier = EarlierCalls::default();
     let mut out = Vec::with_capacity(wire.len());
     for v in wire {
         let mut m = message(v)?;
         if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
-            for c in calls {
-                let (id, call) = parse_call(c)?;
-                if let Some(id) = id {
-                    ids.push((id, call.name.clone()));
-                }
-                m.tool_calls.push(call);
-            }
+            earlier.add(&mut m, calls)?;
         }
         if m.role == "tool" {
             m.tool_name = v
                 .get("tool_call_id")
                 .and_then(Value::as_str)
-                .and_then(|id| ids.iter().find(|(i, _)| i == id))
-                .map(|(_, n)| n.clone())
+                .and_then(|id| earlier.name(id))
                 .or_else(|| v.get("name").and_then(Value::as_str).map(str::to_owned));
         }
         out.push(m);
@@ -184,28 +177,23 @@ fn options(s: &Sampling, defaults: &ModelDefaults) -> Result<Options, ApiError> 
 /// Alternatives per token when log-probabilities are asked for: chat's `logprobs: true` with
 /// `top_logprobs`, legacy completions' `logprobs: n`.
 fn logprobs(s: &Sampling, chat: bool) -> Result<Option<usize>, ApiError> {
-    match (&s.logprobs, chat) {
-        (None | Some(Value::Null), _) => {
-            if s.top_logprobs.is_some_and(|n| n > 0) {
-                return Err(ApiError::bad_request("top_logprobs needs logprobs: true"));
-            }
-            Ok(None)
-        }
-        (Some(Value::Bool(on)), true) => {
-            if !on && s.top_logprobs.is_some_and(|n| n > 0) {
-                return Err(ApiError::bad_request("top_logprobs needs logprobs: true"));
-            }
-            requested(*on, s.top_logprobs).map(|r| r.filter(|_| *on))
-        }
+    let on = match (&s.logprobs, chat) {
+        (None | Some(Value::Null), _) => false,
+        (Some(Value::Bool(on)), true) => *on,
         (Some(Value::Number(n)), false) => {
             let n = n.as_i64().unwrap_or(-1);
-            requested(true, Some(n)).map_err(|_| {
+            return requested(true, Some(n)).map_err(|_| {
                 ApiError::bad_request(format!("logprobs must be between 0 and {MAX_TOP_LOGPROBS}"))
-            })
+            });
         }
-        (Some(_), true) => Err(ApiError::bad_request("logprobs must be a boolean")),
-        (Some(_), false) => Err(ApiError::bad_request("logprobs must be an integer")),
+        (Some(_), true) => return Err(ApiError::bad_request("logprobs must be a boolean")),
+        (Some(_), false) => return Err(ApiError::bad_request("logprobs must be an integer")),
+    };
+    if !on && s.top_logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::bad_request("top_logprobs needs logprobs: true"));
     }
+    // `top_logprobs` is range-checked whenever it is given, as on the Ollama routes.
+    requested(on, s.top_logprobs)
 }
 
 fn tools(s: &Sampling) -> Result<Option<ToolUse>, ApiError> {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use crate::engine::tools::MAX_TOOLS;
-use crate::engine::{Tool, ToolCall, ToolChoice, ToolUse};
+use crate::engine::{ChatMessage, Tool, ToolCall, ToolChoice, ToolUse};
 
 /// `[{"type": "function", "function": {"name", "description", "parameters"}}]`. An empty list
 /// is no tools.
@@ -116,8 +116,32 @@ pub fn call_arguments(v: Option<&Value>) -> Result<Value, ApiError> {
     }
 }
 
+/// The calls earlier turns made, by id: a `tool` turn that gives only a `tool_call_id` (OpenAI,
+/// Open WebUI) is the answer of the function that call named.
+#[derive(Debug, Default)]
+pub struct EarlierCalls(Vec<(String, String)>);
+
+impl EarlierCalls {
+    /// Parses a turn's calls into it, remembering their ids.
+    pub fn add(&mut self, turn: &mut ChatMessage, calls: &[Value]) -> Result<(), ApiError> {
+        for c in calls {
+            let (id, call) = parse_call(c)?;
+            if let Some(id) = id {
+                self.0.push((id, call.name.clone()));
+            }
+            turn.tool_calls.push(call);
+        }
+        Ok(())
+    }
+
+    /// The function the call `id` named.
+    pub fn name(&self, id: &str) -> Option<String> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone())
+    }
+}
+
 /// An earlier call as a message carries it: `{"id"?, "function": {"name", "arguments"}}`.
-pub fn parse_call(v: &Value) -> Result<(Option<String>, ToolCall), ApiError> {
+fn parse_call(v: &Value) -> Result<(Option<String>, ToolCall), ApiError> {
     let f = v
         .get("function")
         .ok_or_else(|| ApiError::bad_request("a tool call needs a \"function\" object"))?;

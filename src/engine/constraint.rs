@@ -104,6 +104,20 @@ impl Grammars {
         tools.validate()?;
         self.factory()?.tools_matcher(syntax, tools, format)
     }
+
+    /// The matcher a request needs: its tools' grammar (a text answer following `format`),
+    /// else its format's, else none.
+    pub fn compile_request(
+        &self,
+        tools: Option<(ToolSyntax, &ToolUse)>,
+        format: Option<&Format>,
+    ) -> Result<Option<Constraint>, EngineError> {
+        match (tools, format) {
+            (Some((syntax, tools)), format) => self.compile_tools(syntax, tools, format).map(Some),
+            (None, Some(format)) => self.compile(format).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// One per loaded model: the token trie and llguidance's parser factory.

@@ -372,34 +372,26 @@ impl Engine {
         if model.card.info.kind != ModelKind::Generative {
             return Err(EngineError::NotCapable("generate"));
         }
-        let syntax = match &task.tools {
-            Some(_) => Some(
-                model
-                    .card
-                    .template
-                    .tool_syntax()
-                    .ok_or(EngineError::NotCapable("tools"))?,
-            ),
+        let tools = match task.tools.clone() {
+            Some(tools) => {
+                let syntax = model.card.template.tool_syntax();
+                Some((syntax.ok_or(EngineError::NotCapable("tools"))?, tools))
+            }
             None => None,
         };
-        let constraint = match (task.tools.clone(), syntax, task.format.clone()) {
-            (Some(tools), Some(syntax), format) => {
-                let grammars = model.grammars.clone();
-                let compiled = tokio::task::spawn_blocking(move || {
-                    grammars.compile_tools(syntax, &tools, format.as_ref())
-                })
-                .await
-                .map_err(|_| EngineError::WorkerGone)??;
-                Some(Box::new(compiled))
-            }
-            (_, _, Some(format)) => {
-                let grammars = model.grammars.clone();
-                let compiled = tokio::task::spawn_blocking(move || grammars.compile(&format))
-                    .await
-                    .map_err(|_| EngineError::WorkerGone)??;
-                Some(Box::new(compiled))
-            }
-            _ => None,
+        let (grammars, format) = (model.grammars.clone(), task.format.clone());
+        // Compiling walks the grammar (and, once per model, the vocabulary): off the async
+        // threads, and only for requests that have one.
+        let constraint = if tools.is_none() && format.is_none() {
+            None
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let tools = tools.as_ref().map(|(syntax, t)| (*syntax, t));
+                grammars.compile_request(tools, format.as_ref())
+            })
+            .await
+            .map_err(|_| EngineError::WorkerGone)??
+            .map(Box::new)
         };
         self.submit(
             model,

@@ -174,52 +174,37 @@ impl ToolSyntax {
     /// it (a request's `format`), and calls start the answer.
     pub fn grammar(self, tools: &ToolUse, text_schema: Option<&Value>) -> String {
         let call = self.call_schema(tools);
-        let must_call = tools.choice != ToolChoice::Auto;
-        if let (Some(schema), false) = (text_schema, must_call) {
-            let calls = match self {
-                ToolSyntax::Tagged if tools.parallel => {
-                    format!("block (\"\\n\" block){{0,{}}}", MAX_PARALLEL_CALLS - 1)
-                }
-                ToolSyntax::Tagged => "block".to_owned(),
-                ToolSyntax::Llama3Json => "call".to_owned(),
-            };
-            return format!(
-                "start: answer | {calls}\nanswer: %json {schema}\n\
-                 block: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: %json {call}\n"
-            );
-        }
-        match self {
+        // A named function is one call, as OpenAI's tool_choice means it.
+        let parallel = tools.parallel && !matches!(tools.choice, ToolChoice::Function(_));
+        let more = if parallel {
+            format!(" (\"\\n\" block){{0,{}}}", MAX_PARALLEL_CALLS - 1)
+        } else {
+            String::new()
+        };
+        let calls = match self {
+            ToolSyntax::Tagged => format!("block{more}"),
+            ToolSyntax::Llama3Json => "call".to_owned(),
+        };
+        let start = match (tools.choice == ToolChoice::Auto, text_schema, self) {
+            (false, _, _) => format!("start: {calls}"),
+            (true, Some(schema), _) => format!("start: answer | {calls}\nanswer: %json {schema}"),
+            // TEXT cannot contain the opening tag; `lead` is text up to the first one.
+            (true, None, ToolSyntax::Tagged) => format!(
+                "start: TEXT | lead \"\\n\" body{more}\n\
+                 TEXT: /(.|\\n)+/ & ~/(.|\\n)*<tool_call>(.|\\n)*/\n\
+                 lead[lazy]: /(.|\\n)*<tool_call>/"
+            ),
+            (true, None, ToolSyntax::Llama3Json) => {
+                "start: TEXT | call\nTEXT: /[^{](.|\\n)*/".to_owned()
+            }
+        };
+        let tagged = match self {
             ToolSyntax::Tagged => {
-                // A named function is one call, as OpenAI's tool_choice means it.
-                let parallel = tools.parallel && !matches!(tools.choice, ToolChoice::Function(_));
-                let more = if parallel {
-                    format!("(\"\\n\" block){{0,{}}}", MAX_PARALLEL_CALLS - 1)
-                } else {
-                    String::new()
-                };
-                let start = if must_call {
-                    format!("start: block {more}")
-                } else {
-                    // TEXT cannot contain the opening tag; LEAD is text up to the first one.
-                    format!(
-                        "start: TEXT | lead \"\\n\" body {more}\n\
-                         TEXT: /(.|\\n)+/ & ~/(.|\\n)*<tool_call>(.|\\n)*/\n\
-                         lead[lazy]: /(.|\\n)*<tool_call>/"
-                    )
-                };
-                format!(
-                    "{start}\nblock: \"<tool_call>\\n\" body\nbody: call \"\\n</tool_call>\"\n\
-                     call: %json {call}\n"
-                )
+                "block: \"<tool_call>\\n\" body\nbody: call \"\\n</tool_call>\"\n"
             }
-            ToolSyntax::Llama3Json => {
-                if must_call {
-                    format!("start: call\ncall: %json {call}\n")
-                } else {
-                    format!("start: TEXT | call\nTEXT: /[^{{](.|\\n)*/\ncall: %json {call}\n")
-                }
-            }
-        }
+            ToolSyntax::Llama3Json => "",
+        };
+        format!("{start}\n{tagged}call: %json {call}\n")
     }
 
     /// Splits a finished answer into its text and its calls. `Err` holds the text of a call

@@ -77,6 +77,28 @@ pub fn model() -> MutexGuard<'static, LoadedModel> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// A request for `prompt` sampled at `temperature` with `seed`, ending at the model's end of
+/// turn or after `max_tokens`.
+pub fn sampled(
+    lm: &LoadedModel,
+    prompt: Vec<u32>,
+    temperature: f32,
+    seed: u64,
+    max_tokens: usize,
+) -> engine::GenerateRequest {
+    engine::GenerateRequest {
+        prompt,
+        sampling: engine::SamplingParams {
+            temperature,
+            seed: Some(seed),
+            ..Default::default()
+        },
+        max_tokens: Some(max_tokens),
+        stop_tokens: lm.stop_tokens(),
+        stop_strings: vec![],
+    }
+}
+
 /// For tests that run inference in a child process: one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

@@ -251,11 +251,7 @@ pub async fn create(
 }
 
 fn blob(state: &AppState, digest: &str) -> Result<CreateFrom, ApiError> {
-    let hex = blob_hex(digest).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "invalid digest {digest:?}: expected sha256:<64 hex>"
-        ))
-    })?;
+    let hex = digest_param(digest)?;
     if !state.engine.store().has_blob(&hex) {
         return Err(ApiError::bad_request(format!(
             "blob sha256:{hex} not found: upload it first with POST /api/blobs/sha256:{hex}"
@@ -264,6 +260,7 @@ fn blob(state: &AppState, digest: &str) -> Result<CreateFrom, ApiError> {
     Ok(CreateFrom::Blob(hex))
 }
 
+/// A digest as the API spells it (`sha256:<hex>`), or a 400 that says so.
 fn digest_param(digest: &str) -> Result<String, ApiError> {
     blob_hex(digest).ok_or_else(|| {
         ApiError::bad_request(format!(

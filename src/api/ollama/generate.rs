@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::api::error::ApiError;
 use crate::api::logprobs::{requested, token_list};
 use crate::api::params::{json_body, keep_alive, now_rfc3339, Options};
-use crate::api::tools::{ollama_calls, parse_call, parse_tools, tool_use};
+use crate::api::tools::{ollama_calls, parse_tools, tool_use, EarlierCalls};
 use crate::api::{collect, first_event, require_model, AppState};
 use crate::engine::{
     ChatMessage, EngineError, Event, Format, GenerateTask, Generated, KeepAlive, PromptInput,
@@ -329,21 +329,14 @@ pub(crate) fn with_defaults(messages: &mut Vec<ChatMessage>, d: &ModelDefaults) 
 /// Wire messages as the engine reads them: a `tool` turn is named by its `tool_name`, or by
 /// the earlier call its `tool_call_id` answers.
 fn chat_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>, ApiError> {
-    let mut ids: Vec<(String, String)> = Vec::new();
+    let mut earlier = EarlierCalls::default();
     let mut out = Vec::with_capacity(wire.len());
     for m in wire {
         let mut msg = ChatMessage::new(&m.role, m.content.unwrap_or_default());
-        for call in m.tool_calls.unwrap_or_default() {
-            let (id, call) = parse_call(&call)?;
-            if let Some(id) = id {
-                ids.push((id, call.name.clone()));
-            }
-            msg.tool_calls.push(call);
-        }
-        msg.tool_name = m.tool_name.or_else(|| {
-            let id = m.tool_call_id?;
-            ids.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone())
-        });
+        earlier.add(&mut msg, &m.tool_calls.unwrap_or_default())?;
+        msg.tool_name = m
+            .tool_name
+            .or_else(|| earlier.name(m.tool_call_id.as_deref()?));
         out.push(msg);
     }
     Ok(out)
