@@ -188,21 +188,29 @@ fn a_web_page_cannot_drive_the_api() {
     let url = |p: &str| format!("{}{p}", s.url);
     let copy = json!({"source": MODEL, "destination": "pwned"}).to_string();
 
-    // A cross-origin "simple" request (no preflight) is refused outright, whatever its type.
-    for ct in [
-        "text/plain",
-        "application/x-www-form-urlencoded",
-        "application/json",
-    ] {
-        let (st, body) = send(
-            c.post(url("/api/copy"))
-                .header("Origin", "http://evil.example")
-                .header("Content-Type", ct)
-                .body(copy.clone()),
-        );
-        assert_eq!(st, 403, "{ct}: {body}");
-        assert!(error_of(&body).contains("OLLAMA_ORIGINS"));
+    // A cross-origin "simple" request (no preflight) is refused outright, whatever its type,
+    // on every endpoint that writes (a model file upload included).
+    let blob = format!("/api/blobs/sha256:{}", "ab".repeat(32));
+    for path in ["/api/copy", "/api/create", blob.as_str()] {
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/json",
+        ] {
+            let (st, body) = send(
+                c.post(url(path))
+                    .header("Origin", "http://evil.example")
+                    .header("Content-Type", ct)
+                    .body(copy.clone()),
+            );
+            assert_eq!(st, 403, "{path} {ct}: {body}");
+            assert!(error_of(&body).contains("OLLAMA_ORIGINS"));
+        }
     }
+    assert!(
+        !s.models_dir.path().join("cache/blobs").exists(),
+        "nothing uploaded"
+    );
     let (st, _) = send(
         c.get(url("/api/tags"))
             .header("Origin", "http://evil.example"),
@@ -409,6 +417,33 @@ fn streams_cut_at_the_shutdown_grace_end_with_an_error_line() {
         .unwrap();
     assert!(error_of(&last).contains("shutting down"), "{last}");
     assert!(s.child.wait().unwrap().success());
+}
+
+/// Beyond loopback, nobody on the network stores a file on the server without the key (an
+/// open upload would let anyone fill the disk); on loopback it works as Ollama's does.
+#[test]
+fn model_uploads_from_the_network_need_the_key() {
+    let _one = common::serial();
+    let s = Server::start(&["--host", "0.0.0.0:0"]);
+    let c = client();
+    let bytes = b"GGUF, or so it says".to_vec();
+    let digest = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&bytes))
+    };
+    let (st, body) = send(
+        c.post(format!("{}/api/blobs/sha256:{digest}", s.url))
+            .body(bytes.clone()),
+    );
+    assert_eq!(st, 403, "{body}");
+    assert!(error_of(&body).contains("CANDLELIGHT_API_KEY"), "{body}");
+    assert!(!s.models_dir.path().join("cache/blobs").exists());
+    let local = Server::start(&[]);
+    let (st, _) = send(
+        c.post(format!("{}/api/blobs/sha256:{digest}", local.url))
+            .body(bytes),
+    );
+    assert_eq!(st, 201);
 }
 
 #[test]

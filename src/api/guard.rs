@@ -56,6 +56,10 @@ pub enum Scope {
     Models,
     /// The webhook and `/api/classify` by document id: writes to Paperless.
     Paperless,
+    /// `POST /api/blobs`: the one write that stores bytes the caller chooses (up to a model
+    /// file's size). Beyond loopback only with `CANDLELIGHT_API_KEY`: a network open to
+    /// anyone must not be able to fill the disk.
+    Uploads,
 }
 
 /// The access rules, decided once at start-up from the configuration.
@@ -174,6 +178,12 @@ impl Guard {
         }
         if accepted.is_empty() {
             return match scope {
+                Scope::Uploads if !self.loopback => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "uploading model files needs a key when candlelight listens beyond \
+                     loopback: set CANDLELIGHT_API_KEY and send it as `Authorization: Bearer \
+                     <key>` (or upload on the server's own machine)",
+                )),
                 Scope::Paperless if !self.open_paperless_writes => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "writes to Paperless need a token when candlelight listens beyond \
@@ -190,7 +200,7 @@ impl Guard {
             return Ok(());
         }
         let which = match scope {
-            Scope::Models => "CANDLELIGHT_API_KEY",
+            Scope::Models | Scope::Uploads => "CANDLELIGHT_API_KEY",
             Scope::Paperless => "CANDLELIGHT_WEBHOOK_TOKEN or CANDLELIGHT_API_KEY",
         };
         Err(ApiError::new(
@@ -407,8 +417,15 @@ mod tests {
             StatusCode::FORBIDDEN
         );
         assert!(lan.authorize(&h, Scope::Models).is_ok());
+        // Uploads too, and nothing opens them but the key.
+        assert!(open.authorize(&h, Scope::Uploads).is_ok());
+        assert_eq!(
+            lan.authorize(&h, Scope::Uploads).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
         let opened = Guard::new("", "0.0.0.0:1".parse().unwrap(), None, None, true);
         assert!(opened.authorize(&h, Scope::Paperless).is_ok());
+        assert!(opened.authorize(&h, Scope::Uploads).is_err());
         let keyed = Guard::new(
             "",
             "0.0.0.0:1".parse().unwrap(),
@@ -432,6 +449,11 @@ mod tests {
             h.insert(header::AUTHORIZATION, value.parse().unwrap());
             assert_eq!(
                 keyed.authorize(&h, Scope::Models).is_ok(),
+                models,
+                "{value}"
+            );
+            assert_eq!(
+                keyed.authorize(&h, Scope::Uploads).is_ok(),
                 models,
                 "{value}"
             );

@@ -292,7 +292,7 @@ pub async fn blob_upload(
     Path(digest): Path<String>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    state.guard.authorize(&headers, Scope::Models)?;
+    state.guard.authorize(&headers, Scope::Uploads)?;
     let hex = digest_param(&digest)?;
     let store = state.engine.store().clone();
     if store.has_blob(&hex) {
