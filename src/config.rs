@@ -118,6 +118,11 @@ pub struct ClassifyArgs {
     /// a labelled set can be evaluated against the rest of itself.
     #[arg(long, requires = "examples")]
     pub leave_one_out: bool,
+    /// With --taxonomy: custom fields to extract, by name, comma-separated (the taxonomy's
+    /// `custom_fields` define them, as Paperless's /api/custom_fields/ lists them). With
+    /// --document-id, CANDLELIGHT_CUSTOM_FIELDS names them.
+    #[arg(long = "fields", conflicts_with = "document_id")]
+    pub fields: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,13 +170,19 @@ pub struct PaperlessArgs {
     /// seconds, or a duration (`5m`); `0` turns polling off.
     #[arg(long, env = "SCAN_INTERVAL", default_value = "5m")]
     pub scan_interval: String,
-    /// Fields the classifier writes: any of title,correspondent,document_type,tags,created.
+    /// Fields the classifier writes: any of title,correspondent,document_type,tags,created,
+    /// storage_path (not by default: Paperless moves the file when a storage path is set).
     #[arg(
         long,
         env = "CANDLELIGHT_WRITE_FIELDS",
         default_value = "title,correspondent,document_type,tags,created"
     )]
     pub write_fields: String,
+    /// Custom fields to extract and fill, by their names in Paperless, comma-separated (e.g.
+    /// `Betrag,Rechnungsnummer,Fällig am`). Each value is valid for its field's type and
+    /// taken from the text; a value the document already has is never replaced. Empty: none.
+    #[arg(long, env = "CANDLELIGHT_CUSTOM_FIELDS", default_value = "")]
+    pub custom_fields: String,
     /// Replace values a document already has (its own title, correspondent, type) (yes/no).
     #[arg(long, env = "CANDLELIGHT_OVERWRITE", default_value = "no",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
@@ -234,6 +245,15 @@ impl PaperlessArgs {
         Some(self.embed_model.trim().to_owned()).filter(|m| !m.is_empty())
     }
 
+    /// CANDLELIGHT_CUSTOM_FIELDS as a list.
+    pub fn custom_field_names(&self) -> Vec<String> {
+        self.custom_fields
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
     /// The connection settings, or None when PAPERLESS_URL is unset.
     pub fn settings(&self, model: &str) -> Result<Option<crate::paperless::Settings>, ConfigError> {
         let Some(url) = self
@@ -294,6 +314,7 @@ impl PaperlessArgs {
             max_attempts: self.max_attempts.max(1),
             embed_model: self.embed_model(),
             data_dir: Some(self.data_dir.clone()),
+            custom_fields: self.custom_field_names(),
         }))
     }
 }

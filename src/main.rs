@@ -279,6 +279,25 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("{} is not a taxonomy JSON", path.display()))?;
+    let mut fields = Vec::new();
+    for name in args
+        .fields
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let f = candlelight::paperless::fields::by_name(&taxonomy.custom_fields, name)
+            .with_context(|| {
+                format!(
+                    "--fields: {name:?} is not among the custom_fields of {} (add its \
+                     definition as Paperless's /api/custom_fields/ lists it)",
+                    path.display()
+                )
+            })?;
+        fields.push(f.clone());
+    }
     let examples: Vec<Example> = match &args.examples {
         None => Vec::new(),
         Some(p) => std::fs::read_to_string(p)
@@ -308,9 +327,11 @@ fn classify(args: ClassifyArgs) -> Result<()> {
             Some(s) => s,
             None => &NoNeighbours,
         };
+        let fields = &fields;
         fn job<'a>(
             args: &'a ClassifyArgs,
             taxonomy: &'a Taxonomy,
+            fields: &'a [candlelight::paperless::fields::CustomField],
             neighbours: &'a dyn Neighbours,
             content: &'a str,
             id: Option<&'a str>,
@@ -323,13 +344,14 @@ fn classify(args: ClassifyArgs) -> Result<()> {
                 new_correspondent: false,
                 neighbours,
                 id: id.filter(|_| args.leave_one_out),
+                fields,
             }
         }
         if let Some(file) = &args.file {
             let content = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let c = classifier
-                .classify(job(&args, &taxonomy, neighbours, &content, None))
+                .classify(job(&args, &taxonomy, fields, neighbours, &content, None))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&c)?);
             return Ok(());
@@ -350,7 +372,14 @@ fn classify(args: ClassifyArgs) -> Result<()> {
                 other => Some(other.to_string()),
             };
             let c = classifier
-                .classify(job(&args, &taxonomy, neighbours, content, id.as_deref()))
+                .classify(job(
+                    &args,
+                    &taxonomy,
+                    fields,
+                    neighbours,
+                    content,
+                    id.as_deref(),
+                ))
                 .await?;
             let s = &c.suggestion;
             println!(
@@ -358,6 +387,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
                 serde_json::json!({"id": doc["id"], "title": s.title,
                     "correspondent": s.correspondent, "document_type": s.document_type,
                     "tags": s.tags, "created": s.created,
+                    "storage_path": s.storage_path, "custom_fields": s.custom_fields,
                     "latency_ms": c.latency.as_millis() as u64,
                     "explanation": c.explanation})
             );

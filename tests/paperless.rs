@@ -41,6 +41,7 @@ fn suggestion() -> Suggestion {
         document_type: Some("Invoice".into()),
         tags: vec!["Finance".into(), "Banking".into()],
         created: Some("2024-03-14".into()),
+        ..Suggestion::default()
     }
 }
 

@@ -254,6 +254,7 @@ fn a_document_is_offered_only_names_its_owner_may_see_and_what_we_create_is_the_
         document_type: None,
         tags: vec![],
         created: None,
+        ..Suggestion::default()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let applied = rt

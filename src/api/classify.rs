@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::params::json_body;
 use super::{AppState, Scope};
+use crate::paperless::fields::{by_name, CustomField};
 use crate::paperless::neighbours::Neighbours;
 use crate::paperless::triggers::webhook_document_id;
 use crate::paperless::{
@@ -29,6 +30,8 @@ struct ClassifyBody {
     num_ctx: Option<usize>,
     /// Labelled documents to learn from, as the archive would be.
     examples: Option<Vec<Example>>,
+    /// Names of the taxonomy's custom fields to extract.
+    custom_fields: Option<Vec<String>>,
 }
 
 /// Examples one request may carry (each is embedded).
@@ -82,6 +85,29 @@ fn process_error(model: &str, e: ProcessError) -> ApiError {
     }
 }
 
+/// The taxonomy's custom fields named in the request, in the request's order.
+fn requested_fields(t: &Taxonomy, names: &[String]) -> Result<Vec<CustomField>, ApiError> {
+    let mut out: Vec<CustomField> = Vec::new();
+    for name in names {
+        let Some(f) = by_name(&t.custom_fields, name) else {
+            let known: Vec<&str> = t.custom_fields.iter().map(|f| f.name.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "custom field {name:?} is not among the taxonomy's custom_fields ({}): send \
+                 its definition as Paperless's /api/custom_fields/ lists it",
+                if known.is_empty() {
+                    "it has none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        if !out.contains(f) {
+            out.push(f.clone());
+        }
+    }
+    Ok(out)
+}
+
 pub async fn classify_text(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -90,6 +116,12 @@ pub async fn classify_text(
     let b: ClassifyBody = json_body(&body)?;
     if let Some(id) = &b.document_id {
         state.guard.authorize(&headers, Scope::Paperless)?;
+        if b.custom_fields.is_some() {
+            return Err(ApiError::bad_request(
+                "custom_fields goes with {\"content\", \"taxonomy\"}: for a Paperless \
+                 document the fields filled are those named in CANDLELIGHT_CUSTOM_FIELDS",
+            ));
+        }
         let id = document_id(id)?;
         let p = paperless(&state)?;
         super::require_model(&state, Some(&p.settings().model))?;
@@ -110,6 +142,7 @@ pub async fn classify_text(
             "taxonomy is required: {\"tags\", \"correspondents\", \"document_types\"}",
         )
     })?;
+    let fields = requested_fields(&taxonomy, b.custom_fields.as_deref().unwrap_or_default())?;
     let model = super::require_model(
         &state,
         Some(b.model.as_deref().unwrap_or(&state.classify_model)),
@@ -149,6 +182,7 @@ pub async fn classify_text(
             new_correspondent: false,
             neighbours,
             id: None,
+            fields: &fields,
         })
         .await
         .map_err(|e| classify_error(&model, e))?;

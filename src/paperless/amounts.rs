@@ -4,28 +4,83 @@
 //! (`1 234,56`) digit grouping; the currency as a code or a sign, before or after the number.
 //! Amounts on a line that names a total come first.
 
-/// Words that label the amount to pay, in the languages of household paperwork; matched
-/// case-insensitively as words. They describe the document, never the owner's field names.
-const TOTAL_LABELS: &[&str] = &[
-    "gesamtbetrag",
-    "rechnungsbetrag",
-    "endbetrag",
-    "gesamtsumme",
-    "summe",
-    "gesamt",
-    "zu zahlen",
-    "zahlbetrag",
-    "total",
-    "amount due",
-    "balance due",
-    "grand total",
-    "montant",
-    "net à payer",
-    "ttc",
-    "razem",
-    "do zapłaty",
-    "suma",
+/// Words that label the amount to pay, in the languages of household paperwork, strongest
+/// first (a line with "Gesamtbetrag" beats one with "Summe"); matched case-insensitively as
+/// words. They describe the document, never the owner's field names.
+const TOTAL_LABELS: &[&[&str]] = &[
+    &[
+        "gesamtbetrag",
+        "rechnungsbetrag",
+        "endbetrag",
+        "zahlbetrag",
+        "zu zahlen",
+        "amount due",
+        "balance due",
+        "total due",
+        "grand total",
+        "amount payable",
+        "net à payer",
+        "montant total",
+        "total ttc",
+        "montant ttc",
+        "do zapłaty",
+        "kwota do zapłaty",
+    ],
+    &[
+        "gesamtsumme",
+        "gesamtpreis",
+        "endsumme",
+        "total",
+        "montant",
+        "razem",
+        "suma",
+        "łącznie",
+    ],
+    &["summe", "gesamt", "ttc", "betrag"],
 ];
+
+fn total_rank(lower_line: &str) -> Option<(usize, &'static str)> {
+    TOTAL_LABELS.iter().enumerate().find_map(|(rank, labels)| {
+        labels
+            .iter()
+            .find(|l| has_word(lower_line, l))
+            .map(|l| (rank, *l))
+    })
+}
+
+/// The amount the text labels as its total, with the label: on the lines with the strongest
+/// total label, the largest of each line's last amount (the rightmost column of a totals line
+/// is the gross; "total excl. VAT" comes before "total incl. VAT").
+pub fn labelled_total(text: &str) -> Option<(String, String)> {
+    let mut best: Option<(usize, i64, String, String)> = None;
+    for line in text.lines() {
+        let lower = line.to_lowercase();
+        let Some((rank, label)) = total_rank(&lower) else {
+            continue;
+        };
+        let Some(a) = line_amounts(line).pop() else {
+            continue;
+        };
+        let c = amount_cents(&a);
+        let better = match &best {
+            None => true,
+            Some((r, cents, _, _)) => rank < *r || (rank == *r && c > *cents),
+        };
+        if better {
+            best = Some((rank, c, a, label.to_owned()));
+        }
+    }
+    best.map(|(_, _, a, label)| (a, label))
+}
+
+/// `EUR144.34` → 14434.
+fn amount_cents(a: &str) -> i64 {
+    let n: String = a
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    n.parse().unwrap_or(0)
+}
 
 const CURRENCY_SIGNS: &[(&str, &str)] = &[("€", "EUR"), ("$", "USD"), ("£", "GBP"), ("zł", "PLN")];
 const CURRENCY_CODES: &[&str] = &[
@@ -38,7 +93,7 @@ pub fn amount_candidates(text: &str) -> Vec<String> {
     let mut other = Vec::new();
     for line in text.lines() {
         let lower = line.to_lowercase();
-        let is_total = TOTAL_LABELS.iter().any(|l| has_word(&lower, l));
+        let is_total = total_rank(&lower).is_some();
         for a in line_amounts(line) {
             let list = if is_total { &mut labelled } else { &mut other };
             list.push(a);
@@ -173,6 +228,25 @@ mod tests {
             amount_candidates(text),
             vec!["EUR144.34", "EUR98.10", "EUR30.00", "EUR1234.56"]
         );
+    }
+
+    #[test]
+    fn the_labelled_total_is_the_gross_on_the_strongest_line() {
+        let t = |s: &str| labelled_total(s).map(|(a, _)| a);
+        assert_eq!(
+            t("Zwischensumme 159,66 €\nSumme 159,66 € 30,33 € 189,99 €\nVersand 0,00 €"),
+            Some("EUR189.99".into())
+        );
+        assert_eq!(
+            t("Total excl. VAT: £100.00\nVAT £20.00\nTotal incl. VAT: £120.00"),
+            Some("GBP120.00".into())
+        );
+        assert_eq!(
+            t("Summe 50,00 EUR\nGesamtbetrag 45,00 EUR (nach Rabatt)"),
+            Some("EUR45.00".into())
+        );
+        assert_eq!(t("Subtotal 12.00 USD"), None, "a subtotal is no total");
+        assert_eq!(t("Gesamtbrutto 5.348,00"), None, "no currency, no amount");
     }
 
     #[test]

@@ -21,23 +21,30 @@ pub struct Fields {
     pub document_type: bool,
     pub tags: bool,
     pub created: bool,
+    /// Off unless named: Paperless moves the document's file when its storage path is set.
+    pub storage_path: bool,
 }
 
 /// A name in CANDLELIGHT_WRITE_FIELDS that is not a field we write.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown field '{0}': choose from title, correspondent, document_type, tags, created")]
+#[error(
+    "unknown field '{0}': choose from title, correspondent, document_type, tags, created, \
+     storage_path (custom fields are named in CANDLELIGHT_CUSTOM_FIELDS)"
+)]
 pub struct UnknownField(pub String);
 
 impl Fields {
-    pub const ALL: Fields = Fields {
+    /// What is written unless configured otherwise: everything but the storage path.
+    pub const DEFAULT: Fields = Fields {
         title: true,
         correspondent: true,
         document_type: true,
         tags: true,
         created: true,
+        storage_path: false,
     };
 
-    /// `title,correspondent,document_type,tags,created` (any subset, any order).
+    /// `title,correspondent,document_type,tags,created,storage_path` (any subset, any order).
     pub fn parse(list: &str) -> Result<Fields, UnknownField> {
         let mut f = Fields {
             title: false,
@@ -45,6 +52,7 @@ impl Fields {
             document_type: false,
             tags: false,
             created: false,
+            storage_path: false,
         };
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item {
@@ -53,6 +61,7 @@ impl Fields {
                 "document_type" => f.document_type = true,
                 "tags" => f.tags = true,
                 "created" => f.created = true,
+                "storage_path" => f.storage_path = true,
                 other => return Err(UnknownField(other.to_owned())),
             }
         }
@@ -78,7 +87,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            write: Fields::ALL,
+            write: Fields::DEFAULT,
             overwrite: false,
             create_correspondents: false,
             ai_tag: Some("ai-processed".into()),
@@ -90,8 +99,11 @@ impl Default for Policy {
 /// What was (or, in a dry run, would be) written.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Applied {
-    /// Fields PATCHed, with their new values (ids for correspondent and type).
+    /// Fields PATCHed, with their new values (ids for correspondent, type, storage path).
     pub fields: Map<String, Value>,
+    /// Custom fields set, by name, with the values written (select: the option's id).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub custom_fields: Map<String, Value>,
     /// Names of tags added (the ai-processed tag is reported separately).
     pub added_tags: Vec<String>,
     /// Objects created, as "kind: name".
@@ -104,7 +116,10 @@ pub struct Applied {
 
 impl Applied {
     pub fn changed_anything(&self) -> bool {
-        !self.fields.is_empty() || !self.added_tags.is_empty() || self.marked_processed
+        !self.fields.is_empty()
+            || !self.custom_fields.is_empty()
+            || !self.added_tags.is_empty()
+            || self.marked_processed
     }
 }
 
@@ -134,12 +149,17 @@ pub struct Plan {
     pub new_tags: Vec<i64>,
     /// The ai-processed tag to add last.
     pub mark: Option<i64>,
+    /// Custom field values to set, by field id (as `modify_custom_fields` takes them).
+    pub set_fields: Map<String, Value>,
 }
 
 impl Plan {
     /// Whether carrying it out changes the document.
     pub fn writes_anything(&self) -> bool {
-        !self.applied.fields.is_empty() || !self.new_tags.is_empty() || self.mark.is_some()
+        !self.applied.fields.is_empty()
+            || !self.set_fields.is_empty()
+            || !self.new_tags.is_empty()
+            || self.mark.is_some()
     }
 }
 
@@ -168,6 +188,9 @@ pub async fn write(client: &PaperlessClient, id: i64, plan: &Plan) -> Result<(),
             .patch(id, &Value::Object(plan.applied.fields.clone()))
             .await?;
     }
+    client
+        .modify_custom_fields(id, &plan.set_fields, &[])
+        .await?;
     client.add_tags(id, &plan.new_tags).await?;
     if let Some(mark) = plan.mark {
         client.add_tags(id, &[mark]).await?;
@@ -234,6 +257,13 @@ pub async fn plan(
             doc.document_type,
             &taxonomy.document_types,
         ),
+        (
+            Kind::StoragePath,
+            policy.write.storage_path,
+            &s.storage_path,
+            doc.storage_path,
+            &taxonomy.storage_paths,
+        ),
     ] {
         let (Some(name), true) = (suggested, enabled) else {
             continue;
@@ -266,9 +296,39 @@ pub async fn plan(
         if let Some(id) = id.filter(|id| Some(*id) != current) {
             let key = match kind {
                 Kind::Correspondent => "correspondent",
+                Kind::StoragePath => "storage_path",
                 _ => "document_type",
             };
             out.fields.insert(key.into(), json!(id));
+        }
+    }
+
+    // Custom fields: only those the owner enabled (the taxonomy carries them), only values
+    // valid by Paperless's rules, and never over a value the document has, whatever the
+    // overwrite setting says: a field's value is the owner's fact, not a label.
+    let mut set_fields = Map::new();
+    for (name, v) in s.custom_fields.iter().filter(|(_, v)| !v.is_null()) {
+        let Some(def) = taxonomy.custom_fields.iter().find(|f| &f.name == name) else {
+            continue;
+        };
+        let value = match def.to_paperless(v) {
+            Ok(value) => value,
+            Err(e) => {
+                out.kept.push(format!("custom field: {e}"));
+                continue;
+            }
+        };
+        match doc.field_value(def.id) {
+            Some(current) if !current.is_null() => {
+                if *current != value {
+                    out.kept
+                        .push(format!("custom field {name}: kept the document's own"));
+                }
+            }
+            _ => {
+                set_fields.insert(def.id.to_string(), value.clone());
+                out.custom_fields.insert(name.clone(), value);
+            }
         }
     }
 
@@ -312,6 +372,7 @@ pub async fn plan(
         applied: out,
         new_tags,
         mark,
+        set_fields,
     })
 }
 
@@ -359,6 +420,8 @@ mod tests {
             original_file_name: Some(file.into()),
             owner: None,
             permissions: None,
+            storage_path: None,
+            custom_fields: vec![],
         }
     }
 

@@ -53,6 +53,9 @@ struct Entry {
     correspondent: Option<i64>,
     document_type: Option<i64>,
     tags: Vec<i64>,
+    /// Absent in indexes written before storage paths were learned.
+    #[serde(default)]
+    storage_path: Option<i64>,
 }
 
 mod vector_b64 {
@@ -101,6 +104,8 @@ pub struct Labelled {
     pub tags: Vec<i64>,
     pub correspondent: Option<i64>,
     pub document_type: Option<i64>,
+    #[serde(default)]
+    pub storage_path: Option<i64>,
 }
 
 /// What a sync did.
@@ -219,7 +224,7 @@ impl Archive {
             .unwrap_or_default();
         let q = format!(
             "/api/documents/?{filter}ordering=modified&fields=id,content,owner,modified,tags,\
-             correspondent,document_type"
+             correspondent,document_type,storage_path"
         );
         let changed: Vec<Labelled> = client.list(&q).await?;
         let mut out = Synced::default();
@@ -238,8 +243,10 @@ impl Archive {
                 let reviewed = self.reviewed(&s, &d, ai_tag);
                 d.tags
                     .retain(|t| !workflow_tags.contains(t) && Some(*t) != ai_tag);
-                let labelled =
-                    d.correspondent.is_some() || d.document_type.is_some() || !d.tags.is_empty();
+                let labelled = d.correspondent.is_some()
+                    || d.document_type.is_some()
+                    || d.storage_path.is_some()
+                    || !d.tags.is_empty();
                 let keep = labelled && !d.content.trim().is_empty();
                 if keep && reviewed {
                     to_embed.push(d);
@@ -265,6 +272,7 @@ impl Archive {
                         correspondent: d.correspondent,
                         document_type: d.document_type,
                         tags: d.tags.clone(),
+                        storage_path: d.storage_path,
                     },
                 );
                 out.embedded += 1;
@@ -369,6 +377,7 @@ impl Neighbours for ArchiveView<'_> {
                         .and_then(|c| Self::name(&t.correspondents, c)),
                     document_type,
                     tags,
+                    storage_path: e.storage_path.and_then(|c| Self::name(&t.storage_paths, c)),
                 }
             })
             .collect()
@@ -404,6 +413,7 @@ mod tests {
             correspondent: None,
             document_type: Some(ty),
             tags: vec![],
+            storage_path: None,
         }
     }
 
@@ -454,6 +464,7 @@ mod tests {
             tags,
             correspondent: Some(1),
             document_type: None,
+            storage_path: None,
         };
         let ai = Some(99);
         let s = a.read().clone();

@@ -5,16 +5,19 @@
 //! labelled documents as examples. Nothing is keyed on how the taxonomy spells its entries:
 //! cue concepts reach the owner's entries by meaning (`meaning.rs`).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::concepts::{self, TOPICS, TYPES};
+use super::facts::{self, Found, FACTS};
+use super::fields::CustomField;
 use super::filed::{self, Lift};
 use super::fusion::{self, Source, TagEvidence, Why};
 use super::meaning::{by_filing, map_entries, Encoder};
 use super::neighbours::{embedding_text, Neighbour, Neighbours};
-use super::prompt::{schema, system_prompt};
+use super::prompt::{schema, system_prompt, Extras};
 use super::{rules, shortlist};
 use crate::engine::{
     ChatMessage, Engine, EngineError, Event, Format, GenerateTask, PromptInput, SamplingParams,
@@ -35,6 +38,10 @@ pub struct Explanation {
     pub document_type: Why,
     pub tags: Vec<TagWhy>,
     pub created: Why,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<Why>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_fields: BTreeMap<String, Why>,
     /// The labelled documents consulted, most similar first.
     pub neighbours: Vec<Neighbour>,
 }
@@ -104,6 +111,17 @@ pub struct Job<'a> {
     pub neighbours: &'a dyn Neighbours,
     /// This document's id among them: it is never its own neighbour.
     pub id: Option<&'a str>,
+    /// Custom fields to extract (of the taxonomy's); a storage path is suggested whenever
+    /// the taxonomy has storage paths.
+    pub fields: &'a [CustomField],
+}
+
+/// How one custom field's value is found.
+struct FieldPlan {
+    field: CustomField,
+    found: Found,
+    /// The fact its name means (`facts::FACTS`).
+    fact: Option<usize>,
 }
 
 /// The classifier: the engine (the model call) and the encoder (documents and names as
@@ -124,6 +142,7 @@ struct Decided {
     type_concept: Option<usize>,
     /// Tags that stand for no concept: the text's cues cannot judge them.
     unmapped_tags: Vec<String>,
+    storage_path: Option<(String, Why)>,
 }
 
 impl Classifier {
@@ -284,11 +303,84 @@ impl Classifier {
             .map(|(e, _)| e.name.clone())
             .collect();
         Ok(Decided {
+            storage_path: Self::storage_path(t, text, neighbours),
             unmapped_tags,
             correspondent: correspondent.map(|(i, why)| (t.correspondents[i].name.clone(), why)),
             document_type: document_type.map(|(i, why)| (t.document_types[i].name.clone(), why)),
             tags,
             type_concept,
+        })
+    }
+
+    /// For each field, the fact its name means, if any: by the encoder, one field per fact,
+    /// among the facts its type can hold (without an encoder, none: the model chooses).
+    async fn field_facts(&self, fields: &[CustomField]) -> Result<Vec<Option<usize>>, EngineError> {
+        let mut out = vec![None; fields.len()];
+        let Some(enc) = &self.encoder else {
+            return Ok(out);
+        };
+        // Fields whose types fit the same facts compete for them together.
+        let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            let fit = facts::fitting(&f.data_type);
+            if fit.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(g, _)| *g == fit) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((fit, vec![i])),
+            }
+        }
+        for (fit, members) in groups {
+            let concepts: Vec<concepts::Concept> = fit
+                .iter()
+                .map(|&j| {
+                    let c = &FACTS[j].concept;
+                    concepts::Concept {
+                        key: c.key,
+                        meaning: c.meaning,
+                        cues: c.cues,
+                    }
+                })
+                .collect();
+            let entries: Vec<Named> = members
+                .iter()
+                .map(|&i| Named::new(fields[i].id, &fields[i].name))
+                .collect();
+            let r = map_entries(Some(enc), &entries, &concepts, &Vec::new()).await;
+            let mapped = self.without_missing_encoder(r, vec![None; entries.len()])?;
+            for (k, m) in mapped.into_iter().enumerate() {
+                out[members[k]] = m.map(|c| fit[c]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The storage path the owner's rule or the similar documents settle.
+    fn storage_path(t: &Taxonomy, text: &str, neighbours: &[Neighbour]) -> Option<(String, Why)> {
+        if t.storage_paths.is_empty() {
+            return None;
+        }
+        if let Some(&i) = rules::firing(&t.storage_paths, text).first() {
+            let why = Why::new(Source::Rule, "its matching rule fired");
+            return Some((t.storage_paths[i].name.clone(), why));
+        }
+        let names = names(&t.storage_paths);
+        let w = fusion::weights(neighbours);
+        let shares = fusion::shares(&names, neighbours, &w, |n| {
+            n.storage_path.as_deref().into_iter().collect()
+        });
+        let (i, share) = shares
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        (share >= 0.5).then(|| {
+            let why = Why::new(
+                Source::Neighbours,
+                format!("where the most similar documents are filed ({share:.2})"),
+            );
+            (t.storage_paths[i].name.clone(), why)
         })
     }
 
@@ -336,10 +428,17 @@ impl Classifier {
         let text_words: std::collections::HashSet<String> =
             shortlist::words(job.content).into_iter().collect();
         let score = |n: &Named| shortlist::lexical_score(&n.name, &text_words);
+        // Storage paths are few (a path per area of life): offered whole.
+        let storage_paths = match decided.storage_path {
+            Some(_) => Vec::new(),
+            None => t.storage_paths.clone(),
+        };
         Taxonomy {
             tags: shortlist::fit(&tags, budget.tags, score),
             correspondents: shortlist::fit(&correspondents, budget.correspondents, score),
             document_types: shortlist::fit(&document_types, budget.document_types, score),
+            storage_paths,
+            custom_fields: Vec::new(),
         }
     }
 
@@ -363,20 +462,51 @@ impl Classifier {
         let neighbours = self.neighbours(&job).await?;
         let decided = self.decide(&job, &neighbours).await?;
         let view = self.open_choices(&job, &decided, &neighbours, num_ctx);
+        let all_dates: Vec<chrono::NaiveDate> = super::dates::date_candidates(content)
+            .into_iter()
+            .filter(|d| *d <= today)
+            .collect();
+        let fields: Vec<FieldPlan> = self
+            .field_facts(job.fields)
+            .await?
+            .into_iter()
+            .zip(job.fields)
+            .map(|(fact, f)| FieldPlan {
+                found: facts::find(f, fact.map(|j| &FACTS[j]), content, &all_dates),
+                field: f.clone(),
+                fact,
+            })
+            .collect();
+        let extras = Extras {
+            storage_paths: (!view.storage_paths.is_empty()).then(|| view.storage_paths.clone()),
+            fields: fields
+                .iter()
+                .filter(|p| {
+                    matches!(&p.found, Found::Judge)
+                        || matches!(&p.found, Found::Choose(v) if !v.is_empty())
+                })
+                .map(|p| {
+                    (
+                        p.field.name.clone(),
+                        facts::choice_schema(&p.field, &p.found),
+                    )
+                })
+                .collect(),
+        };
         // With nothing named, a new name may be coined (when allowed); otherwise null.
         let new_correspondent = job.new_correspondent && view.correspondents.is_empty();
         let open_tags = MAX_TAGS - decided.tags.len().min(MAX_TAGS);
-        if !needs_model(&decided, &view, new_correspondent, open_tags, content) {
+        let asks_extras = extras.storage_paths.is_some() || !extras.fields.is_empty();
+        if !asks_extras && !needs_model(&decided, &view, new_correspondent, open_tags, content) {
             // The evidence decided every field: the model's call would only repeat it.
-            let answer = Suggestion {
-                title: String::new(),
-                correspondent: None,
-                document_type: None,
-                tags: Vec::new(),
-                created: None,
-            };
-            let (suggestion, explanation) =
-                merge(answer, decided, dates.first().cloned(), neighbours, content);
+            let (suggestion, explanation) = merge(
+                Suggestion::default(),
+                decided,
+                dates.first().cloned(),
+                neighbours,
+                content,
+                fields,
+            );
             return Ok(Classification {
                 suggestion: clean(suggestion, today),
                 explanation,
@@ -392,7 +522,7 @@ impl Classifier {
             input: PromptInput::Chat(vec![
                 ChatMessage::new(
                     "system",
-                    system_prompt(&view, new_correspondent, open_tags, &examples),
+                    system_prompt(&view, new_correspondent, open_tags, &examples, &extras),
                 ),
                 ChatMessage::new("user", content.trim()),
             ]),
@@ -406,6 +536,7 @@ impl Classifier {
                 &dates,
                 new_correspondent,
                 open_tags,
+                &extras,
             ))),
         };
         let mut sub = self.engine.generate(job.model, task, None).await?;
@@ -417,8 +548,14 @@ impl Classifier {
                 Event::Done(g) => {
                     let answer: Suggestion = serde_json::from_str(&text)
                         .map_err(|e| ClassifyError::BadAnswer(format!("{e}: {text}")))?;
-                    let (suggestion, explanation) =
-                        merge(answer, decided, dates.first().cloned(), neighbours, content);
+                    let (suggestion, explanation) = merge(
+                        answer,
+                        decided,
+                        dates.first().cloned(),
+                        neighbours,
+                        content,
+                        fields,
+                    );
                     return Ok(Classification {
                         suggestion: clean(suggestion, today),
                         explanation,
@@ -457,6 +594,63 @@ fn needs_model(
     correspondent || document_type || tags || title
 }
 
+/// Each field's value: what the text labels, else the model's choice (checked once more by
+/// Paperless's rules), else null; with the reason.
+fn field_values(
+    fields: Vec<FieldPlan>,
+    answer: &BTreeMap<String, serde_json::Value>,
+) -> (BTreeMap<String, serde_json::Value>, BTreeMap<String, Why>) {
+    let mut values = BTreeMap::new();
+    let mut whys = BTreeMap::new();
+    for p in fields {
+        let meaning = p
+            .fact
+            .map(|j| format!(" (read as the {})", FACTS[j].concept.key.replace('_', " ")))
+            .unwrap_or_default();
+        let (v, why) = match p.found {
+            Found::Labelled(v, label) => (
+                v,
+                Why::new(
+                    Source::Text,
+                    format!("the text labels it \"{label}\"{meaning}"),
+                ),
+            ),
+            Found::NotExtracted => (
+                serde_json::Value::Null,
+                Why::new(
+                    Source::Nothing,
+                    "free text and document links are not extracted",
+                ),
+            ),
+            Found::Choose(v) if v.is_empty() => {
+                let detail = if p.fact.is_some() {
+                    format!("the text does not label it{meaning}")
+                } else {
+                    "the text states no value of its type".to_owned()
+                };
+                (serde_json::Value::Null, Why::new(Source::Nothing, detail))
+            }
+            Found::Choose(_) | Found::Judge => {
+                let v = answer
+                    .get(&p.field.name)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
+                match p.field.to_paperless(&v) {
+                    Ok(_) if !v.is_null() => (v, Why::new(Source::Model, "")),
+                    Ok(_) => (v, Why::new(Source::Nothing, "the model found none")),
+                    Err(e) => (
+                        serde_json::Value::Null,
+                        Why::new(Source::Nothing, e.to_string()),
+                    ),
+                }
+            }
+        };
+        values.insert(p.field.name.clone(), v);
+        whys.insert(p.field.name, why);
+    }
+    (values, whys)
+}
+
 /// The evidence's decisions over the model's answer, with the reason for each field.
 fn merge(
     answer: Suggestion,
@@ -464,6 +658,7 @@ fn merge(
     created: Option<String>,
     neighbours: Vec<Neighbour>,
     content: &str,
+    fields: Vec<FieldPlan>,
 ) -> (Suggestion, Explanation) {
     let model = |v: &Option<String>| match v {
         Some(_) => Why::new(Source::Model, ""),
@@ -495,12 +690,22 @@ fn merge(
         Some(_) => Why::new(Source::Text, "the issue date the text shows"),
         None => Why::new(Source::Nothing, "no date in the text"),
     };
+    let (storage_path, path_why) = match decided.storage_path {
+        Some((name, why)) => (Some(name), Some(why)),
+        None => match &answer.storage_path {
+            Some(p) => (Some(p.clone()), Some(Why::new(Source::Model, ""))),
+            None => (None, None),
+        },
+    };
+    let (custom_fields, field_whys) = field_values(fields, &answer.custom_fields);
     let mut s = Suggestion {
         title: answer.title,
         correspondent,
         document_type,
         tags: tags.iter().map(|t| t.tag.clone()).collect(),
         created,
+        storage_path,
+        custom_fields,
     };
     s.title = super::title::compose(content, &s, decided.type_concept);
     let explanation = Explanation {
@@ -508,6 +713,8 @@ fn merge(
         document_type: type_why,
         tags,
         created: created_why,
+        storage_path: path_why,
+        custom_fields: field_whys,
         neighbours,
     };
     (s, explanation)
@@ -527,6 +734,7 @@ mod tests {
                 document_type: None,
                 tags: vec!["paid".into(), "home".into(), "paid".into()],
                 created: Some("2027-05-01".into()),
+                ..Suggestion::default()
             },
             today,
         );
@@ -551,15 +759,23 @@ mod tests {
             tags: vec![("Flat".into(), Why::new(Source::Neighbours, "y"))],
             type_concept: None,
             unmapped_tags: vec![],
+            storage_path: None,
         };
         let answer = Suggestion {
             title: "Stadtwerke Abschlag".into(),
             correspondent: Some("Stadtwerke".into()),
             document_type: Some("Letter".into()),
             tags: vec!["Flat".into(), "Energy".into()],
-            created: None,
+            ..Suggestion::default()
         };
-        let (s, why) = merge(answer, decided, Some("2024-01-02".into()), vec![], "text");
+        let (s, why) = merge(
+            answer,
+            decided,
+            Some("2024-01-02".into()),
+            vec![],
+            "text",
+            vec![],
+        );
         assert_eq!(s.document_type.as_deref(), Some("Bill"));
         assert_eq!(s.tags, vec!["Flat", "Energy"]);
         assert_eq!(why.tags[1].why.by, Source::Model);

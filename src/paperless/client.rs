@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::fields::CustomField;
 use super::types::{by_name, matching, Named, Permissions, Taxonomy, Viewer};
 
 /// Version 9 is the newest every supported Paperless accepts (2.16–2.20 stop at 9, 3.x serves
@@ -86,6 +87,29 @@ pub struct Document {
     /// Who else may see or change it (read with `full_perms=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permissions: Option<Permissions>,
+    #[serde(default)]
+    pub storage_path: Option<i64>,
+    /// The document's custom field instances (a field attached without a value has `null`).
+    #[serde(default)]
+    pub custom_fields: Vec<FieldValue>,
+}
+
+/// One custom field instance of a document, as Paperless sends it (select: the option id).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct FieldValue {
+    pub field: i64,
+    #[serde(default)]
+    pub value: Value,
+}
+
+impl Document {
+    /// The instance of custom field `id`: None when the document does not have the field.
+    pub fn field_value(&self, id: i64) -> Option<&Value> {
+        self.custom_fields
+            .iter()
+            .find(|f| f.field == id)
+            .map(|f| &f.value)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +124,7 @@ pub enum Kind {
     Tag,
     Correspondent,
     DocumentType,
+    StoragePath,
 }
 
 impl Kind {
@@ -108,6 +133,7 @@ impl Kind {
             Kind::Tag => "/api/tags/",
             Kind::Correspondent => "/api/correspondents/",
             Kind::DocumentType => "/api/document_types/",
+            Kind::StoragePath => "/api/storage_paths/",
         }
     }
 
@@ -116,6 +142,7 @@ impl Kind {
             Kind::Tag => "tag",
             Kind::Correspondent => "correspondent",
             Kind::DocumentType => "document type",
+            Kind::StoragePath => "storage path",
         }
     }
 }
@@ -287,7 +314,30 @@ impl PaperlessClient {
             tags: self.list(&all(Kind::Tag)).await?,
             correspondents: self.list(&all(Kind::Correspondent)).await?,
             document_types: self.list(&all(Kind::DocumentType)).await?,
+            ..Taxonomy::default()
         })
+    }
+
+    /// Every storage path, with owners and permissions.
+    pub async fn storage_paths(&self) -> Result<Vec<Named>, PaperlessError> {
+        self.list(&format!("{}?full_perms=true", Kind::StoragePath.path()))
+            .await
+    }
+
+    /// The instance's custom field definitions; one of a kind this version does not know is
+    /// left out (with a warning), not the whole list.
+    pub async fn custom_fields(&self) -> Result<Vec<CustomField>, PaperlessError> {
+        let raw: Vec<Value> = self.list("/api/custom_fields/").await?;
+        Ok(raw
+            .iter()
+            .filter_map(|v| match CustomField::from_paperless(v) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(error = %e, "custom field left out");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// User `id` as Paperless decides what they see. A token that may not read users gets
@@ -414,6 +464,28 @@ impl PaperlessClient {
         let path = format!("/api/documents/{id}/");
         let v = self.call(Method::PATCH, &path, Some(fields)).await?;
         decode(v, &path)
+    }
+
+    /// Sets custom field values (`{field id: value}`) and removes field instances, leaving the
+    /// document's other fields alone (bulk_edit `modify_custom_fields`; a PATCH of
+    /// `custom_fields` would replace the whole list). Paperless validates each value.
+    pub async fn modify_custom_fields(
+        &self,
+        id: i64,
+        set: &serde_json::Map<String, Value>,
+        remove: &[i64],
+    ) -> Result<(), PaperlessError> {
+        if set.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let body = json!({
+            "documents": [id],
+            "method": "modify_custom_fields",
+            "parameters": {"add_custom_fields": set, "remove_custom_fields": remove},
+        });
+        self.call(Method::POST, "/api/documents/bulk_edit/", Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// Adds tags without touching the others (bulk_edit `modify_tags`): no read-modify-write

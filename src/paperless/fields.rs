@@ -1,8 +1,7 @@
-//! Custom fields, first part (issue 23): an instance's field definitions as Paperless sends
-//! them, the JSON Schema that makes a model's value valid for a field's `data_type` by
-//! construction, and the value Paperless stores (checked by the rules its serializer applies,
-//! `CustomFieldInstanceSerializer.validate` in Paperless-ngx 3.0.5). Not yet wired into the
-//! classifier or the write-back.
+//! Custom fields: an instance's field definitions as Paperless sends them, the JSON Schema
+//! that makes a model's value valid for a field's `data_type` by construction, and the value
+//! Paperless stores (checked by the rules its serializer applies,
+//! `CustomFieldInstanceSerializer.validate` in Paperless-ngx 3.0.5).
 
 use chrono::NaiveDate;
 use serde_json::{json, Value};
@@ -41,11 +40,44 @@ pub enum DataType {
     DocumentLink,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A field definition; read and written as Paperless's `/api/custom_fields/` objects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "Value", into = "Value")]
 pub struct CustomField {
     pub id: i64,
     pub name: String,
     pub data_type: DataType,
+}
+
+impl TryFrom<Value> for CustomField {
+    type Error = FieldError;
+    fn try_from(v: Value) -> Result<Self, FieldError> {
+        CustomField::from_paperless(&v)
+    }
+}
+
+impl From<CustomField> for Value {
+    fn from(f: CustomField) -> Value {
+        let (data_type, extra) = match &f.data_type {
+            DataType::String => ("string", Value::Null),
+            DataType::LongText => ("longtext", Value::Null),
+            DataType::Url => ("url", Value::Null),
+            DataType::Date => ("date", Value::Null),
+            DataType::Boolean => ("boolean", Value::Null),
+            DataType::Integer => ("integer", Value::Null),
+            DataType::Float => ("float", Value::Null),
+            DataType::Monetary { default_currency } => {
+                ("monetary", json!({ "default_currency": default_currency }))
+            }
+            DataType::Select(options) => (
+                "select",
+                json!({"select_options": options.iter()
+                    .map(|o| json!({"id": o.id, "label": o.label})).collect::<Vec<_>>()}),
+            ),
+            DataType::DocumentLink => ("documentlink", Value::Null),
+        };
+        json!({"id": f.id, "name": f.name, "data_type": data_type, "extra_data": extra})
+    }
 }
 
 /// Paperless keeps integers in a PostgreSQL `integer`.
@@ -203,6 +235,14 @@ impl CustomField {
             DataType::DocumentLink => Err(bad("document links are not extracted".into())),
         }
     }
+}
+
+/// The field called `name`: the exact spelling first, else ignoring case.
+pub fn by_name<'a>(defs: &'a [CustomField], name: &str) -> Option<&'a CustomField> {
+    defs.iter().find(|f| f.name == name).or_else(|| {
+        let lower = name.to_lowercase();
+        defs.iter().find(|f| f.name.to_lowercase() == lower)
+    })
 }
 
 /// Paperless's monetary rule (`^[A-Z]{3}-?\d+(\.\d{1,2})$`, at most 12 digits), as the schema

@@ -142,8 +142,7 @@ mod tests {
         let docs = Shelf(texts.into_iter().zip(labels).collect());
         let t = Taxonomy {
             tags: vec![Named::new(1, "Ordner A"), Named::new(2, "Ordner B")],
-            correspondents: vec![],
-            document_types: vec![],
+            ..Taxonomy::default()
         };
         let learned = learn(&docs, None, &t);
         let meaning = crate::paperless::meaning::by_filing(2, TOPICS.len(), &learned.tags);

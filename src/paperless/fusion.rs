@@ -216,6 +216,7 @@ mod tests {
             correspondent: None,
             document_type: Some(ty.into()),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            storage_path: None,
         }
     }
 

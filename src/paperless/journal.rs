@@ -64,6 +64,36 @@ pub struct Record {
     /// The suggestion parked for review (`Park` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<Suggestion>,
+    /// Custom field values set (`Write`) or put back (`Undo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_fields: Vec<FieldChange>,
+}
+
+/// One custom field of a document, before and after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: i64,
+    /// Whether the document had the field before (attached, perhaps without a value); undo
+    /// removes a field it did not have.
+    pub had: bool,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// The changes setting `set` (`{field id: value}`) makes to `doc` as it is now.
+pub fn field_changes(doc: &Document, set: &Map<String, Value>) -> Vec<FieldChange> {
+    set.iter()
+        .filter_map(|(id, after)| {
+            let field: i64 = id.parse().ok()?;
+            let now = doc.field_value(field);
+            Some(FieldChange {
+                field,
+                had: now.is_some(),
+                before: now.cloned().unwrap_or(Value::Null),
+                after: after.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The values of `fields` (a PATCH body) on `doc` as it is now.
@@ -78,6 +108,7 @@ pub fn field(doc: &Document, key: &str) -> Value {
         "correspondent" => doc.correspondent.map_or(Value::Null, Value::from),
         "document_type" => doc.document_type.map_or(Value::Null, Value::from),
         "created" => doc.created.clone().map_or(Value::Null, Value::from),
+        "storage_path" => doc.storage_path.map_or(Value::Null, Value::from),
         _ => Value::Null,
     }
 }
@@ -89,13 +120,20 @@ pub struct Reversal {
     pub restore: Map<String, Value>,
     /// Tags to remove.
     pub remove_tags: Vec<i64>,
+    /// Custom fields to set back (`{field id: value}`, for `modify_custom_fields`).
+    pub restore_fields: Map<String, Value>,
+    /// Custom fields to take off (the document did not have them before us).
+    pub remove_fields: Vec<i64>,
     /// What is left as it is, and why.
     pub kept: Vec<String>,
 }
 
 impl Reversal {
     pub fn is_empty(&self) -> bool {
-        self.restore.is_empty() && self.remove_tags.is_empty()
+        self.restore.is_empty()
+            && self.remove_tags.is_empty()
+            && self.restore_fields.is_empty()
+            && self.remove_fields.is_empty()
     }
 }
 
@@ -121,6 +159,31 @@ pub fn reversal(writes: &[Record], now: &Document) -> Reversal {
         } else {
             out.kept
                 .push(format!("{k}: changed since our write, left as it is"));
+        }
+    }
+    let mut first: Vec<&FieldChange> = Vec::new();
+    let mut last: Vec<&FieldChange> = Vec::new();
+    for c in writes.iter().flat_map(|r| &r.custom_fields) {
+        if !first.iter().any(|f| f.field == c.field) {
+            first.push(c);
+        }
+        last.retain(|f| f.field != c.field);
+        last.push(c);
+    }
+    for ours in last {
+        let Some(orig) = first.iter().find(|f| f.field == ours.field) else {
+            continue;
+        };
+        if now.field_value(ours.field) != Some(&ours.after) {
+            out.kept.push(format!(
+                "custom field {}: changed since our write, left as it is",
+                ours.field
+            ));
+        } else if orig.had {
+            out.restore_fields
+                .insert(ours.field.to_string(), orig.before.clone());
+        } else {
+            out.remove_fields.push(ours.field);
         }
     }
     let mut added: Vec<i64> = writes.iter().flat_map(|r| r.added_tags.clone()).collect();
@@ -275,6 +338,8 @@ mod tests {
             original_file_name: None,
             owner: None,
             permissions: None,
+            storage_path: None,
+            custom_fields: vec![],
         }
     }
 
@@ -290,6 +355,7 @@ mod tests {
             removed_tags: vec![],
             reason: None,
             suggestion: None,
+            custom_fields: vec![],
         }
     }
 
@@ -308,6 +374,46 @@ mod tests {
             json!({"document_type": null}).as_object().unwrap().clone()
         );
         assert_eq!(r.remove_tags, vec![4]);
+        assert_eq!(r.kept.len(), 1, "{:?}", r.kept);
+    }
+
+    #[test]
+    fn undo_of_custom_fields_puts_back_only_what_still_holds_our_value() {
+        let mut before = doc("t", None, &[]);
+        before.custom_fields = vec![
+            super::super::client::FieldValue {
+                field: 1,
+                value: Value::Null,
+            },
+            super::super::client::FieldValue {
+                field: 3,
+                value: Value::Null,
+            },
+        ];
+        let set = json!({"1": "EUR12.50", "2": "R-1", "3": "2024-01-01"});
+        let mut w = write(json!({}), json!({}), &[]);
+        w.custom_fields = field_changes(&before, set.as_object().unwrap());
+        assert!(w
+            .custom_fields
+            .iter()
+            .find(|c| c.field == 2)
+            .is_some_and(|c| !c.had));
+        // The user changed field 3 since.
+        let mut now = doc("t", None, &[]);
+        now.custom_fields = [
+            (1, json!("EUR12.50")),
+            (2, json!("R-1")),
+            (3, json!("2024-02-02")),
+        ]
+        .into_iter()
+        .map(|(field, value)| super::super::client::FieldValue { field, value })
+        .collect();
+        let r = reversal(&[w], &now);
+        assert_eq!(
+            r.restore_fields,
+            json!({"1": null}).as_object().unwrap().clone()
+        );
+        assert_eq!(r.remove_fields, vec![2]);
         assert_eq!(r.kept.len(), 1, "{:?}", r.kept);
     }
 
@@ -358,7 +464,7 @@ mod tests {
             correspondent: None,
             document_type: Some("Bill".into()),
             tags: vec![],
-            created: None,
+            ..Suggestion::default()
         };
         let park = Record {
             action: Action::Park,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod concepts;
 pub mod dates;
 pub mod evidence;
+pub mod facts;
 pub mod fields;
 pub mod filed;
 pub mod fusion;

@@ -23,6 +23,8 @@ pub struct Neighbour {
     pub document_type: Option<String>,
     #[serde(skip)]
     pub tags: Vec<String>,
+    #[serde(skip)]
+    pub storage_path: Option<String>,
 }
 
 /// How one labelled document was filed: its text (what is kept of it) and its labels.
@@ -114,6 +116,7 @@ impl Neighbours for ExampleSet {
                     correspondent: e.correspondent.clone(),
                     document_type: e.document_type.clone(),
                     tags: e.tags.clone(),
+                    storage_path: e.storage_path.clone(),
                 }
             })
             .collect()

@@ -30,10 +30,25 @@ fn coined_name() -> Value {
     json!({"type": "string", "minLength": 2, "maxLength": 64, "pattern": "^[^\\n\"\\\\]+$"})
 }
 
+/// What the model is asked beyond the taxonomy's fields: the storage path (when the owner's
+/// storage paths are offered and the evidence left it open) and custom fields, each with the
+/// schema of its value (`facts::choice_schema`).
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub storage_paths: Option<Vec<Named>>,
+    pub fields: Vec<(String, Value)>,
+}
+
 /// The answer's JSON Schema. Property order is generation order: the decisions the text
 /// supports most directly come first, the title last, when the model "knows" what it is.
 /// `dates` are the dates found in the document: `created` must be one of them or null.
-pub fn schema(t: &Taxonomy, dates: &[String], new_correspondent: bool, max_tags: usize) -> Value {
+pub fn schema(
+    t: &Taxonomy,
+    dates: &[String],
+    new_correspondent: bool,
+    max_tags: usize,
+    extras: &Extras,
+) -> Value {
     let tags = if t.tags.is_empty() || max_tags == 0 {
         json!({"type": "array", "maxItems": 0})
     } else {
@@ -53,16 +68,32 @@ pub fn schema(t: &Taxonomy, dates: &[String], new_correspondent: bool, max_tags:
     } else {
         one_of_or_null(&t.correspondents)
     };
+    let mut properties = serde_json::Map::new();
+    properties.insert("correspondent".into(), correspondent);
+    properties.insert("document_type".into(), one_of_or_null(&t.document_types));
+    properties.insert("created".into(), created);
+    properties.insert("tags".into(), tags);
+    if let Some(paths) = &extras.storage_paths {
+        properties.insert("storage_path".into(), one_of_or_null(paths));
+    }
+    if !extras.fields.is_empty() {
+        let names: Vec<&str> = extras.fields.iter().map(|(n, _)| n.as_str()).collect();
+        let values: serde_json::Map<String, Value> = extras.fields.iter().cloned().collect();
+        properties.insert(
+            "custom_fields".into(),
+            json!({"type": "object", "properties": values, "required": names,
+                   "additionalProperties": false}),
+        );
+    }
+    properties.insert(
+        "title".into(),
+        json!({"type": "string", "minLength": 3, "maxLength": MAX_TITLE, "pattern": "^[^\\n\"\\\\]+$"}),
+    );
+    let required: Vec<String> = properties.keys().cloned().collect();
     json!({
         "type": "object",
-        "properties": {
-            "correspondent": correspondent,
-            "document_type": one_of_or_null(&t.document_types),
-            "created": created,
-            "tags": tags,
-            "title": {"type": "string", "minLength": 3, "maxLength": MAX_TITLE, "pattern": "^[^\\n\"\\\\]+$"},
-        },
-        "required": ["correspondent", "document_type", "created", "tags", "title"],
+        "properties": properties,
+        "required": required,
         "additionalProperties": false,
     })
 }
@@ -80,6 +111,7 @@ pub fn system_prompt(
     new_correspondent: bool,
     max_tags: usize,
     examples: &[&Neighbour],
+    extras: &Extras,
 ) -> String {
     let list = |items: &[Named]| names(items).join(", ");
     let correspondent = if new_correspondent {
@@ -117,6 +149,18 @@ pub fn system_prompt(
          characters.",
         list(&t.document_types),
     );
+    if let Some(paths) = &extras.storage_paths {
+        prompt.push_str(&format!(
+            "\n- storage_path: where the document is filed, one of: {}. Use null if none fits.",
+            list(paths)
+        ));
+    }
+    for (name, _) in &extras.fields {
+        prompt.push_str(&format!(
+            "\n- custom_fields.{name}: the document's \"{name}\" as the document states it, \
+             from the values offered; null if the document does not state it."
+        ));
+    }
     for e in examples.iter().take(2) {
         prompt.push_str(&format!(
             "\nA similar document from this archive: \"{}…\" was filed as document_type {}, \
@@ -138,12 +182,19 @@ mod tests {
             tags: vec![Named::new(1, "paid"), Named::new(2, "home")],
             correspondents: vec![Named::new(1, "Stadtwerke München")],
             document_types: vec![Named::new(1, "Invoice")],
+            ..Taxonomy::default()
         }
     }
 
     #[test]
     fn schema_offers_exactly_the_taxonomy() {
-        let s = schema(&taxonomy(), &["2024-03-12".to_string()], false, 3);
+        let s = schema(
+            &taxonomy(),
+            &["2024-03-12".to_string()],
+            false,
+            3,
+            &Extras::default(),
+        );
         assert_eq!(
             s["properties"]["created"]["anyOf"][0]["enum"],
             json!(["2024-03-12"])
@@ -157,14 +208,14 @@ mod tests {
             json!(["paid", "home"])
         );
         assert_eq!(s["properties"]["tags"]["maxItems"], 3);
-        let empty = schema(&Taxonomy::default(), &[], false, 3);
+        let empty = schema(&Taxonomy::default(), &[], false, 3, &Extras::default());
         assert_eq!(empty["properties"]["created"], json!({"type": "null"}));
         assert_eq!(
             empty["properties"]["correspondent"],
             json!({"type": "null"})
         );
         assert_eq!(empty["properties"]["tags"]["maxItems"], 0);
-        let coin = schema(&Taxonomy::default(), &[], true, 3);
+        let coin = schema(&Taxonomy::default(), &[], true, 3, &Extras::default());
         assert_eq!(
             coin["properties"]["correspondent"]["anyOf"][0]["type"],
             "string"
@@ -180,8 +231,9 @@ mod tests {
             correspondent: None,
             document_type: Some("Invoice".into()),
             tags: vec!["home".into()],
+            storage_path: None,
         };
-        let p = system_prompt(&taxonomy(), false, 3, &[&example]);
+        let p = system_prompt(&taxonomy(), false, 3, &[&example], &Extras::default());
         for name in [
             "Stadtwerke München",
             "Invoice",
@@ -199,6 +251,7 @@ mod tests {
             false,
             3,
             &[],
+            &Extras::default(),
         );
         assert!(none.contains("correspondent: null"), "{none}");
     }

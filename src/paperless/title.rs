@@ -116,6 +116,7 @@ mod tests {
             document_type: kind.map(Into::into),
             tags: vec![],
             created: created.map(Into::into),
+            ..Suggestion::default()
         }
     }
 

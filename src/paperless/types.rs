@@ -1,7 +1,12 @@
 //! The classifier's vocabulary, shared by the REST client, the classifier, the archive and the
 //! write-back: the instance's taxonomy, a suggestion, and a labelled example.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::fields::CustomField;
 
 /// Paperless's `matching_algorithm` values (`documents/models.py`, `MatchingModel`).
 pub mod matching {
@@ -93,7 +98,8 @@ impl Named {
     }
 }
 
-/// What a document may be classified into: the instance's tags, correspondents and types.
+/// What a document may be classified into: the instance's tags, correspondents, types and
+/// storage paths, and the custom fields it defines.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Taxonomy {
     #[serde(default)]
@@ -102,6 +108,11 @@ pub struct Taxonomy {
     pub correspondents: Vec<Named>,
     #[serde(default)]
     pub document_types: Vec<Named>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_paths: Vec<Named>,
+    /// Field definitions (Paperless's have no owner: every user sees them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_fields: Vec<CustomField>,
 }
 
 impl Taxonomy {
@@ -112,18 +123,27 @@ impl Taxonomy {
             tags: keep(&self.tags),
             correspondents: keep(&self.correspondents),
             document_types: keep(&self.document_types),
+            storage_paths: keep(&self.storage_paths),
+            custom_fields: self.custom_fields.clone(),
         }
     }
 }
 
 /// The classifier's answer, by name.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct Suggestion {
     pub title: String,
     pub correspondent: Option<String>,
     pub document_type: Option<String>,
     pub tags: Vec<String>,
     pub created: Option<String>,
+    /// Only when storage paths were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<String>,
+    /// The custom fields asked for, by name, each in Paperless's own format (`EUR812.37`,
+    /// `2026-01-23`, a select option's label), `null` where the document states none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_fields: BTreeMap<String, Value>,
 }
 
 /// A labelled document: what the owner decided for it, by name. The archive's documents and
@@ -143,6 +163,8 @@ pub struct Example {
     pub tags: Vec<String>,
     #[serde(default)]
     pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<String>,
 }
 
 /// Ids given as numbers or strings.

@@ -58,6 +58,8 @@ pub struct Settings {
     pub embed_model: Option<String>,
     /// Where the archive index is kept (None: in memory only).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Custom fields to extract and fill, by name (CANDLELIGHT_CUSTOM_FIELDS; none by default).
+    pub custom_fields: Vec<String>,
 }
 
 struct Inner {
@@ -127,6 +129,32 @@ impl Paperless {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// The instance's taxonomy, with its storage paths when they are written and the custom
+    /// fields the owner enabled (only then: each is one more request per document).
+    async fn taxonomy(&self) -> Result<Taxonomy, PaperlessError> {
+        let c = &self.0.client;
+        let mut t = c.taxonomy().await?;
+        if self.0.settings.policy.write.storage_path {
+            t.storage_paths = c.storage_paths().await?;
+        }
+        let wanted = &self.0.settings.custom_fields;
+        if !wanted.is_empty() {
+            let defined = c.custom_fields().await?;
+            for name in wanted {
+                match crate::paperless::fields::by_name(&defined, name) {
+                    Some(f) if !t.custom_fields.contains(f) => t.custom_fields.push(f.clone()),
+                    Some(_) => {}
+                    None => tracing::warn!(
+                        field = name.as_str(),
+                        "CANDLELIGHT_CUSTOM_FIELDS names a custom field this Paperless does not \
+                         have: create it in Paperless (Custom fields) or fix the name"
+                    ),
+                }
+            }
+        }
+        Ok(t)
     }
 
     fn ai_tag<'a>(&self, t: &'a Taxonomy) -> Option<&'a Named> {
@@ -226,7 +254,7 @@ impl Paperless {
         start: Instant,
     ) -> Result<Report, ProcessError> {
         let doc = self.fetch(id, trigger).await?;
-        let taxonomy = self.0.client.taxonomy().await?;
+        let taxonomy = self.taxonomy().await?;
         let mut timings = Timings {
             fetch_ms: ms(start.elapsed()),
             ..Timings::default()
@@ -341,6 +369,7 @@ impl Paperless {
                             && policy.write.correspondent,
                         neighbours,
                         id: Some(&own_id),
+                        fields: &choices.custom_fields,
                     })
                     .await
                     .map_err(ProcessError::Classify)?;
@@ -385,6 +414,7 @@ impl Paperless {
                 removed_tags: Vec::new(),
                 reason: None,
                 suggestion: None,
+                custom_fields: journal::field_changes(&doc, &plan.set_fields),
             })?;
             apply::write(&self.0.client, id, &plan).await?;
         }
@@ -459,6 +489,7 @@ impl Paperless {
             removed_tags: Vec::new(),
             reason: None,
             suggestion: Some(c.suggestion.clone()),
+            custom_fields: Vec::new(),
         })?;
         self.0.client.add_tags(id, &[tag.id]).await?;
         timings.total_ms = ms(start.elapsed());

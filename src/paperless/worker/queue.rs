@@ -262,6 +262,7 @@ impl Paperless {
                     removed_tags: Vec::new(),
                     reason: Some(e.to_string()),
                     suggestion: None,
+                    custom_fields: Vec::new(),
                 })
                 .map_err(|je| je.to_string())?;
             self.0

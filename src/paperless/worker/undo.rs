@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::paperless::journal::{self, Action, JournalError, Record};
+use crate::paperless::journal::{self, Action, FieldChange, JournalError, Record};
 
 use super::report::{ProcessError, Trigger};
 use super::Paperless;
@@ -20,6 +20,11 @@ pub struct UndoReport {
     pub restored: serde_json::Map<String, serde_json::Value>,
     /// Names of the tags removed.
     pub removed_tags: Vec<String>,
+    /// Custom fields set back (by id, with the values they have again) or taken off.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub restored_fields: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_fields: Vec<i64>,
     /// What was left as it is, and why.
     pub kept: Vec<String>,
 }
@@ -60,6 +65,8 @@ impl Paperless {
             writes: writes.len(),
             restored: rev.restore.clone(),
             removed_tags: rev.remove_tags.iter().map(name).collect(),
+            restored_fields: rev.restore_fields.clone(),
+            removed_fields: rev.remove_fields.clone(),
             kept: rev.kept.clone(),
         };
         if writes.is_empty() {
@@ -74,6 +81,10 @@ impl Paperless {
                 .patch(id, &serde_json::Value::Object(rev.restore.clone()))
                 .await?;
         }
+        self.0
+            .client
+            .modify_custom_fields(id, &rev.restore_fields, &rev.remove_fields)
+            .await?;
         self.0.client.remove_tags(id, &rev.remove_tags).await?;
         // Recorded once done: an undo cut off midway is simply asked for again (what it
         // already restored no longer holds our values and is left alone).
@@ -88,6 +99,19 @@ impl Paperless {
             removed_tags: rev.remove_tags.clone(),
             reason: None,
             suggestion: None,
+            custom_fields: rev
+                .restore_fields
+                .iter()
+                .filter_map(|(k, v)| {
+                    let field = k.parse().ok()?;
+                    Some(FieldChange {
+                        field,
+                        had: true,
+                        before: doc.field_value(field).cloned().unwrap_or_default(),
+                        after: v.clone(),
+                    })
+                })
+                .collect(),
         })?;
         if !rev.is_empty() {
             report.outcome = "undone";
