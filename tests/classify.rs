@@ -320,3 +320,131 @@ fn a_similar_labelled_document_decides_what_the_text_alone_cannot() {
         "{warm}"
     );
 }
+
+/// The custom fields a household defines, with the names it gives them, and its storage paths.
+fn with_fields() -> Value {
+    let mut t = taxonomy();
+    t["custom_fields"] = json!([
+        {"id": 1, "name": "Betrag", "data_type": "monetary", "extra_data": {"default_currency": null}},
+        {"id": 2, "name": "Kundennr.", "data_type": "string", "extra_data": null},
+        {"id": 3, "name": "Zahlweise", "data_type": "select", "extra_data": {"select_options": [
+            {"id": "a1", "label": "Lastschrift"}, {"id": "b2", "label": "Überweisung"}]}},
+        {"id": 4, "name": "Kennzahl", "data_type": "integer", "extra_data": null},
+        {"id": 5, "name": "Notiz", "data_type": "longtext", "extra_data": null},
+        {"id": 6, "name": "Verknüpft", "data_type": "documentlink", "extra_data": null},
+    ]);
+    t["storage_paths"] = json!([
+        {"id": 1, "name": "Haus", "path": "haus/{{ created_year }}/{{ title }}",
+         "matching_algorithm": 0, "match": ""},
+        {"id": 2, "name": "Auto", "path": "auto/{{ title }}", "matching_algorithm": 0, "match": ""},
+    ]);
+    t
+}
+
+#[test]
+fn custom_fields_take_what_the_text_states_in_paperless_formats() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let names = [
+        "Betrag",
+        "Kundennr.",
+        "Zahlweise",
+        "Kennzahl",
+        "Notiz",
+        "Verknüpft",
+    ];
+    let (st, v) = s.post(
+        "/api/classify",
+        json!({"content": INVOICE, "taxonomy": with_fields(), "custom_fields": names}),
+    );
+    assert_eq!(st, 200, "{v}");
+    check(&v["suggestion"]);
+    let f = &v["suggestion"]["custom_fields"];
+    let why = &v["explanation"]["custom_fields"];
+    // Facts the text labels, found by what the field's name means.
+    assert_eq!(f["Betrag"], "EUR144.34", "{v}");
+    assert_eq!(why["Betrag"]["by"], "text", "{v}");
+    assert_eq!(f["Kundennr."], "4711 0815", "{v}");
+    // Judged by the model among the options, or a value of the type the text states.
+    assert!(
+        f["Zahlweise"].is_null()
+            || ["Lastschrift", "Überweisung"].contains(&f["Zahlweise"].as_str().unwrap()),
+        "{v}"
+    );
+    let k = &f["Kennzahl"];
+    assert!(
+        k.is_null()
+            || INVOICE
+                .replace(' ', "")
+                .contains(&k.as_i64().unwrap().to_string()),
+        "an integer stated in the text: {v}"
+    );
+    // Free text and links are never made up.
+    assert!(f["Notiz"].is_null() && f["Verknüpft"].is_null(), "{v}");
+    assert_eq!(why["Notiz"]["by"], "nothing", "{v}");
+    assert_eq!(
+        f.as_object().unwrap().len(),
+        names.len(),
+        "every field asked: {v}"
+    );
+    let path = &v["suggestion"]["storage_path"];
+    assert!(
+        path.is_null() || ["Haus", "Auto"].contains(&path.as_str().unwrap()),
+        "{v}"
+    );
+    assert!(
+        v["prompt_tokens"].as_u64().unwrap() > 0,
+        "the select goes to the model: {v}"
+    );
+
+    // Without custom_fields nothing is extracted; a name the taxonomy lacks is the caller's error.
+    let (st, plain) = s.post(
+        "/api/classify",
+        json!({"content": INVOICE, "taxonomy": with_fields()}),
+    );
+    assert_eq!(st, 200, "{plain}");
+    assert!(
+        plain["suggestion"].get("custom_fields").is_none(),
+        "{plain}"
+    );
+    let (st, e) = s.post(
+        "/api/classify",
+        json!({"content": INVOICE, "taxonomy": with_fields(), "custom_fields": ["Farbe"]}),
+    );
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("Farbe"), "{e}");
+    let mut broken = with_fields();
+    broken["custom_fields"][0]["data_type"] = json!("colour");
+    let (st, e) = s.post(
+        "/api/classify",
+        json!({"content": INVOICE, "taxonomy": broken, "custom_fields": ["Betrag"]}),
+    );
+    assert_eq!(st, 400, "{e}");
+
+    // The command line names the fields the same way, and says what to do when one is unknown.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("doc.txt"), INVOICE).unwrap();
+    std::fs::write(dir.path().join("tax.json"), with_fields().to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_candlelight"))
+        .args([
+            "classify",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--fields",
+            "Betrag,Farbe",
+            "--file",
+        ])
+        .arg(dir.path().join("doc.txt"))
+        .arg("--taxonomy")
+        .arg(dir.path().join("tax.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Farbe") && err.contains("custom_fields"),
+        "{err}"
+    );
+}

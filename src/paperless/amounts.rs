@@ -4,61 +4,137 @@
 //! (`1 234,56`) digit grouping; the currency as a code or a sign, before or after the number.
 //! Amounts on a line that names a total come first.
 
-/// Words that label the amount to pay, in the languages of household paperwork, strongest
-/// first (a line with "Gesamtbetrag" beats one with "Summe"); matched case-insensitively as
-/// words. They describe the document, never the owner's field names.
+/// Words that label the amount to pay, in the languages of household paperwork, in ranks: the
+/// amount left to pay (after advance payments) first, then a document's total, then generic
+/// sums; matched case-insensitively as words. They describe the document, never the owner's
+/// field names.
 const TOTAL_LABELS: &[&[&str]] = &[
     &[
-        "gesamtbetrag",
-        "rechnungsbetrag",
-        "endbetrag",
         "zahlbetrag",
         "zu zahlen",
+        "zu zahlender betrag",
+        "nachzahlung",
+        "nachzahlungsbetrag",
+        "offener betrag",
+        "offener rechnungsbetrag",
+        "auszahlungsbetrag",
         "amount due",
         "balance due",
         "total due",
-        "grand total",
         "amount payable",
         "net à payer",
-        "montant total",
-        "total ttc",
-        "montant ttc",
+        "reste à payer",
+        "montant dû",
         "do zapłaty",
         "kwota do zapłaty",
     ],
     &[
+        "gesamtbetrag",
+        "rechnungsbetrag",
+        "endbetrag",
         "gesamtsumme",
+        "bruttosumme",
+        "grand total",
+        "total amount",
+        "invoice amount",
+        "montant total",
+        "total ttc",
+        "montant ttc",
+    ],
+    // Generic words count only where they open the line ("Summe 79,94", not "Arbeitspreis
+    // brutto 11,42 ct").
+    &[
         "gesamtpreis",
         "endsumme",
+        "summe",
+        "brutto",
         "total",
         "montant",
         "razem",
         "suma",
         "łącznie",
     ],
-    &["summe", "gesamt", "ttc", "betrag"],
+    &["gesamt", "ttc", "betrag"],
 ];
+
+/// The rank at which generic labels must open the line.
+const LINE_START_RANK: usize = 2;
 
 fn total_rank(lower_line: &str) -> Option<(usize, &'static str)> {
     TOTAL_LABELS.iter().enumerate().find_map(|(rank, labels)| {
         labels
             .iter()
-            .find(|l| has_word(lower_line, l))
+            .find(|l| {
+                if rank == LINE_START_RANK {
+                    let t = lower_line.trim_start();
+                    t.starts_with(*l)
+                        && !t[l.len()..]
+                            .chars()
+                            .next()
+                            .is_some_and(char::is_alphanumeric)
+                } else {
+                    has_word(lower_line, l)
+                }
+            })
             .map(|l| (rank, *l))
     })
 }
 
+/// The currency a document is written in: one it declares ("Währung: EUR", "Currency: USD"),
+/// else the one it names most often; None when it names none.
+pub fn document_currency(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    for label in ["währung", "currency", "devise", "waluta"] {
+        for (at, _) in lower.match_indices(label) {
+            let rest = &text[(at + label.len()).min(text.len())..];
+            if let Some(c) = rest
+                .split_whitespace()
+                .next()
+                .and_then(|t| currency(t.trim_start_matches(':')))
+            {
+                return Some(c);
+            }
+        }
+    }
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for line in text.lines() {
+        for t in spaced(line).split_whitespace() {
+            if let Some(c) = currency(t) {
+                match counts.iter_mut().find(|(k, _)| *k == c) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((c, 1)),
+                }
+            }
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(c, _)| c)
+}
+
 /// The amount the text labels as its total, with the label: on the lines with the strongest
 /// total label, the largest of each line's last amount (the rightmost column of a totals line
-/// is the gross; "total excl. VAT" comes before "total incl. VAT").
-pub fn labelled_total(text: &str) -> Option<(String, String)> {
+/// is the gross; "total excl. VAT" comes before "total incl. VAT"). A total printed without a
+/// currency ("Zahlbetrag 440,00" under "Währung: EUR") takes the document's currency, else
+/// `default_currency`; only with cents, so that counts and years are not read as money.
+pub fn labelled_total(text: &str, default_currency: Option<&str>) -> Option<(String, String)> {
+    let fallback = document_currency(text).or(default_currency);
     let mut best: Option<(usize, i64, String, String)> = None;
     for line in text.lines() {
         let lower = line.to_lowercase();
         let Some((rank, label)) = total_rank(&lower) else {
             continue;
         };
-        let Some(a) = line_amounts(line).pop() else {
+        let amount = line_amounts(line).pop().or_else(|| {
+            let code = fallback?;
+            let c = line
+                .split_whitespace()
+                .rev()
+                .find(|t| t.chars().any(|c| c.is_ascii_digit()))
+                .map(|t| t.trim_end_matches(['.', ',', ';', ')']))
+                .filter(|t| has_cents(t))
+                .and_then(cents)?;
+            Some(format!("{code}{}.{:02}", c / 100, c % 100))
+        });
+        let Some(a) = amount else {
             continue;
         };
         let c = amount_cents(&a);
@@ -71,6 +147,14 @@ pub fn labelled_total(text: &str) -> Option<(String, String)> {
         }
     }
     best.map(|(_, _, a, label)| (a, label))
+}
+
+/// `440,00`, `1.234,56`: a number printed with two decimals.
+fn has_cents(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() > 3
+        && matches!(b[b.len() - 3], b',' | b'.')
+        && b[b.len() - 2..].iter().all(u8::is_ascii_digit)
 }
 
 /// `EUR144.34` → 14434.
@@ -86,6 +170,8 @@ const CURRENCY_SIGNS: &[(&str, &str)] = &[("€", "EUR"), ("$", "USD"), ("£", "
 const CURRENCY_CODES: &[&str] = &[
     "EUR", "USD", "GBP", "CHF", "PLN", "CZK", "SEK", "NOK", "DKK",
 ];
+/// Currency names printed as words ("55,08 Euro").
+const CURRENCY_WORDS: &[(&str, &str)] = &[("euro", "EUR"), ("euros", "EUR"), ("franken", "CHF")];
 
 /// Every amount the text states with a currency, totals first, each once.
 pub fn amount_candidates(text: &str) -> Vec<String> {
@@ -118,7 +204,7 @@ fn has_word(line: &str, word: &str) -> bool {
 
 /// The currency a token names, if any.
 fn currency(token: &str) -> Option<&'static str> {
-    let t = token.trim_matches(|c: char| c == ':' || c == ',' || c == ';');
+    let t = token.trim_matches(|c: char| c == ':' || c == ',' || c == ';' || c == '.');
     CURRENCY_SIGNS
         .iter()
         .find(|(s, _)| *s == t)
@@ -128,6 +214,12 @@ fn currency(token: &str) -> Option<&'static str> {
                 .iter()
                 .find(|c| c.eq_ignore_ascii_case(t))
                 .copied()
+        })
+        .or_else(|| {
+            CURRENCY_WORDS
+                .iter()
+                .find(|(w, _)| w.eq_ignore_ascii_case(t))
+                .map(|(_, c)| *c)
         })
 }
 
@@ -162,19 +254,25 @@ fn cents(number: &str) -> Option<i64> {
     Some(digits.parse::<i64>().ok()? * 100 + frac.parse::<i64>().ok()?)
 }
 
-/// Amounts on one line: a number with a currency right before or after it.
-fn line_amounts(line: &str) -> Vec<String> {
-    // Split signs glued to numbers (`€12,50`, `12,50€`) into tokens of their own.
-    let mut spaced = String::with_capacity(line.len() + 8);
+/// `line` with currency signs glued to numbers (`€12,50`, `12,50€`) split into tokens of
+/// their own.
+fn spaced(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
     for c in line.chars() {
         if matches!(c, '€' | '$' | '£') {
-            spaced.push(' ');
-            spaced.push(c);
-            spaced.push(' ');
+            out.push(' ');
+            out.push(c);
+            out.push(' ');
         } else {
-            spaced.push(c);
+            out.push(c);
         }
     }
+    out
+}
+
+/// Amounts on one line: a number with a currency right before or after it.
+fn line_amounts(line: &str) -> Vec<String> {
+    let spaced = spaced(line);
     let tokens: Vec<&str> = spaced.split_whitespace().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -232,7 +330,7 @@ mod tests {
 
     #[test]
     fn the_labelled_total_is_the_gross_on_the_strongest_line() {
-        let t = |s: &str| labelled_total(s).map(|(a, _)| a);
+        let t = |s: &str| labelled_total(s, None).map(|(a, _)| a);
         assert_eq!(
             t("Zwischensumme 159,66 €\nSumme 159,66 € 30,33 € 189,99 €\nVersand 0,00 €"),
             Some("EUR189.99".into())
@@ -247,6 +345,31 @@ mod tests {
         );
         assert_eq!(t("Subtotal 12.00 USD"), None, "a subtotal is no total");
         assert_eq!(t("Gesamtbrutto 5.348,00"), None, "no currency, no amount");
+        assert_eq!(
+            t("Währung: EUR\nBruttosumme 18.310,63\nAnzahlungen -17808,00\nZahlbetrag 502,63"),
+            Some("EUR502.63".into()),
+            "the amount left to pay, in the declared currency"
+        );
+        assert_eq!(
+            t("Summe Betriebskosten 2.341,92 €\nNachzahlung 181,92 €"),
+            Some("EUR181.92".into())
+        );
+        assert_eq!(t("Offener Betrag 55,08 Euro"), Some("EUR55.08".into()));
+        assert_eq!(
+            t("Grundpreis brutto 14,99 €/Monat"),
+            None,
+            "a generic word inside a line labels no total"
+        );
+        assert_eq!(
+            t("Gesamtbetrag der Einkünfte 96.102\nin EUR"),
+            None,
+            "no cents"
+        );
+        assert_eq!(
+            labelled_total("Summe 498,99", Some("CHF")).map(|(a, _)| a),
+            Some("CHF498.99".into()),
+            "the field's default currency when the text names none"
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub static FACTS: &[Fact] = &[
         cues: &["rechnungsnummer", "rechnungs-nr", "rechnungsnr", "rechnung nr", "belegnummer",
             "beleg-nr", "invoice number", "invoice no", "invoice #", "invoice nr",
             "numéro de facture", "n° de facture", "facture n°", "numer faktury", "faktura nr",
-            "faktura vat nr", "receipt no", "receipt number"],
+            "faktura vat nr", "receipt no", "receipt number", "rechnung * nr", "invoice * no",
+            "facture * n°"],
     }},
     Fact { kind: Kind::Reference, concept: Concept {
         key: "customer_number",
@@ -88,10 +89,15 @@ pub static FACTS: &[Fact] = &[
     Fact { kind: Kind::Date, concept: Concept {
         key: "due_date",
         meaning: &["payment due date", "date by which the invoice must be paid"],
-        cues: &["fällig am", "fällig zum", "fällig bis", "zahlbar bis", "zahlungsziel",
-            "zu zahlen bis", "zahlbar am", "due date", "payment due", "due on", "due by",
-            "pay by", "échéance", "date d'échéance", "à payer avant", "termin płatności",
-            "płatne do", "termin zapłaty"],
+        // The date to pay by, and the day a direct debit takes the amount (SEPA's
+        // pre-notification wording).
+        cues: &["fällig am", "fällig zum", "fällig bis", "fälligkeit", "fälligkeitsdatum",
+            "zahlbar bis", "zahlungsziel", "zu zahlen bis", "zahlbar am", "überweisen sie",
+            "begleichen sie", "zahlen sie", "buchen wir am", "buchen den betrag",
+            "ziehen wir am", "frühestens am", "abbuchung am", "due date", "payment due",
+            "due on", "due by", "pay by", "please pay", "will be debited", "échéance",
+            "date d'échéance", "à payer avant", "veuillez régler", "sera prélevé",
+            "termin płatności", "płatne do", "termin zapłaty"],
     }},
     Fact { kind: Kind::Date, concept: Concept {
         key: "contract_end",
@@ -141,6 +147,28 @@ fn has_word(line: &str, word: &str) -> Option<usize> {
     })
 }
 
+/// Where label `cue` is on `line` (start, end). `a * b` is `a`, then `b` within a few words
+/// ("Rechnung des Versicherers (575) Nr.").
+fn label_at(line: &str, cue: &str) -> Option<(usize, usize)> {
+    match cue.split_once(" * ") {
+        None => has_word(line, cue).map(|end| (end - cue.len(), end)),
+        Some((a, b)) => {
+            // The first part may end a compound ("Handelsrechnung", "Stromrechnung").
+            let a_end = line.match_indices(a).find_map(|(at, _)| {
+                let end = at + a.len();
+                (!line[end..]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_alphanumeric))
+                .then_some(end)
+            })?;
+            let rest = &line[a_end..];
+            let b_end = has_word(rest, b)?;
+            (b_end - b.len() <= 32).then_some((a_end - a.len(), a_end + b_end))
+        }
+    }
+}
+
 /// The text after the first label of `cues` on each line that has one (the rest of that line),
 /// with the label as written.
 fn after_labels<'a>(text: &'a str, cues: &[&str]) -> Vec<(&'a str, String)> {
@@ -151,10 +179,7 @@ fn after_labels<'a>(text: &'a str, cues: &[&str]) -> Vec<(&'a str, String)> {
         if lower.len() != line.len() {
             continue;
         }
-        let hit = cues
-            .iter()
-            .filter_map(|c| has_word(&lower, c).map(|end| (end - c.len(), end)))
-            .min();
+        let hit = cues.iter().filter_map(|c| label_at(&lower, c)).min();
         if let Some((start, end)) = hit {
             out.push((&line[end..], line[start..end].to_owned()));
         }
@@ -197,7 +222,7 @@ fn reference(rest: &str) -> Option<String> {
     if out.chars().all(|c| c.is_ascii_digit()) {
         for t in &tokens[i + 1..] {
             let t = clean(t);
-            if t.len() == 3 && t.chars().all(|c| c.is_ascii_digit()) {
+            if (2..=4).contains(&t.len()) && t.chars().all(|c| c.is_ascii_digit()) {
                 out.push(' ');
                 out.push_str(&t);
             } else {
@@ -232,7 +257,11 @@ fn money_value(a: &str, t: &DataType) -> Option<Value> {
 pub fn labelled(fact: &Fact, t: &DataType, text: &str) -> Option<(Value, String)> {
     match fact.kind {
         Kind::Money if fact.concept.key == "total" => {
-            let (a, label) = amounts::labelled_total(text)?;
+            let default = match t {
+                DataType::Monetary { default_currency } => default_currency.as_deref(),
+                _ => None,
+            };
+            let (a, label) = amounts::labelled_total(text, default)?;
             Some((money_value(&a, t)?, label))
         }
         Kind::Money => {
@@ -433,6 +462,29 @@ mod tests {
         assert_eq!(
             labelled(fact("invoice_number"), &s, "Invoice No.: INV-2024/0815").map(|v| v.0),
             Some(json!("INV-2024/0815"))
+        );
+        assert_eq!(
+            labelled(
+                fact("invoice_number"),
+                &s,
+                "Handelsrechnung (380) Nr. R18-31 vom 03.10.2018"
+            )
+            .map(|v| v.0),
+            Some(json!("R18-31"))
+        );
+        assert_eq!(
+            labelled(fact("invoice_number"), &s, "Rechnungsnummer 9023 4417 8812").map(|v| v.0),
+            Some(json!("9023 4417 8812"))
+        );
+        assert_eq!(
+            labelled(
+                fact("due_date"),
+                &DataType::Date,
+                "Bitte überweisen Sie den Betrag bis \
+                spätestens 01.08.2025 auf das Konto"
+            )
+            .map(|v| v.0),
+            Some(json!("2025-08-01"))
         );
         assert_eq!(
             labelled(
