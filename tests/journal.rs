@@ -357,3 +357,143 @@ fn review_mode_parks_the_suggestion_until_the_user_removes_the_review_tag() {
         .collect();
     assert_eq!(actions, ["park", "write"], "{journal}");
 }
+
+/// A custom field of this instance named `name` (created if missing; definitions are the
+/// instance's, shared by every run): its id.
+fn custom_field(pl: &RealPaperless, name: &str, data_type: &str) -> i64 {
+    let found = pl.get("/api/custom_fields/?page_size=1000");
+    if let Some(f) = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+    {
+        return f["id"].as_i64().unwrap();
+    }
+    pl.post(
+        "/api/custom_fields/",
+        json!({"name": name, "data_type": data_type}),
+    )["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The document's custom field values by field id (absent: the field is not on it).
+fn field_values(pl: &RealPaperless, id: i64) -> std::collections::HashMap<i64, Value> {
+    pl.get(&format!("/api/documents/{id}/"))["custom_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["field"].as_i64().unwrap(), f["value"].clone()))
+        .collect()
+}
+
+#[test]
+fn custom_fields_and_the_storage_path_are_filled_by_paperless_rules_and_undone() {
+    let _one = common::serial();
+    let pl = RealPaperless::start();
+    let run = real_paperless::run_id();
+    let amount = custom_field(&pl, "Betrag", "monetary");
+    let number = custom_field(&pl, "Rechnungsnummer", "string");
+    let due = custom_field(&pl, "Fällig am", "date");
+    let iban = custom_field(&pl, "IBAN", "string");
+    let id = pl.upload(
+        &format!("fields-{run}"),
+        &format!(
+            "Stadtwerke Musterstadt GmbH\nJahresverbrauchsabrechnung Strom, Zähler Z{run}\n\
+             Rechnung Nr. R-{run}, Rechnungsdatum: 14.02.2025\n\
+             Verbrauch 2.310 Kilowattstunden, Arbeitspreis 0,31 EUR, Grundpreis 12,50 EUR.\n\
+             Gesamtbetrag 866,10 EUR, fällig am 01.03.2025.\n\
+             Bankverbindung: IBAN DE89 3704 0044 0532 0130 00"
+        ),
+    );
+    // Created after the upload, so that Paperless's own matching at consumption did not set
+    // it: the owner's rule decides what we write.
+    let path = pl.post(
+        "/api/storage_paths/",
+        json!({"name": format!("Haus {run}"), "path": format!("haus-{run}/{{{{ title }}}}"),
+               "matching_algorithm": 1, "match": format!("Z{run}"), "owner": null}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    // The owner already typed an IBAN of their own, and attached the number field empty.
+    let users_iban = "DE02120300000000202051";
+    pl.post(
+        "/api/documents/bulk_edit/",
+        json!({"documents": [id], "method": "modify_custom_fields",
+               "parameters": {"add_custom_fields": {iban.to_string(): users_iban,
+                                                    number.to_string(): null},
+                              "remove_custom_fields": []}}),
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        (
+            "CANDLELIGHT_CUSTOM_FIELDS",
+            "Betrag, Rechnungsnummer, Fällig am, IBAN, Farbe",
+        ),
+        (
+            "CANDLELIGHT_WRITE_FIELDS",
+            "title,correspondent,document_type,tags,created,storage_path",
+        ),
+    ];
+    let s = pl.serve(data.path(), &env);
+    let (st, r) = s.post("/api/classify", json!({"document_id": id}));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["outcome"], "applied", "{r}");
+    let v = field_values(&pl, id);
+    assert_eq!(v[&amount], "EUR866.10", "{r}");
+    assert_eq!(
+        v[&number],
+        format!("R-{run}").as_str(),
+        "filled where it was empty: {r}"
+    );
+    assert_eq!(v[&due], "2025-03-01", "{r}");
+    assert_eq!(
+        v[&iban], users_iban,
+        "the owner's value is never replaced: {r}"
+    );
+    assert!(r["applied"]["kept"].to_string().contains("IBAN"), "{r}");
+    assert!(
+        s.log().contains("Farbe"),
+        "an unknown field name is reported"
+    );
+    let doc = pl.get(&format!("/api/documents/{id}/"));
+    assert_eq!(doc["storage_path"], path, "the owner's rule chose it: {r}");
+
+    // The journal has the field changes; the owner then corrects the amount.
+    let journal = s.get_json(&format!("/api/paperless/journal?document_id={id}"));
+    assert_eq!(
+        journal["records"][0]["custom_fields"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{journal}"
+    );
+    pl.post(
+        "/api/documents/bulk_edit/",
+        json!({"documents": [id], "method": "modify_custom_fields",
+               "parameters": {"add_custom_fields": {amount.to_string(): "EUR900.00"},
+                              "remove_custom_fields": []}}),
+    );
+    let (st, undo) = s.post("/api/paperless/undo", json!({"document_id": id}));
+    assert_eq!(st, 200, "{undo}");
+    let v = field_values(&pl, id);
+    assert_eq!(
+        v[&amount], "EUR900.00",
+        "the owner's correction stays: {undo}"
+    );
+    assert_eq!(
+        v[&number],
+        Value::Null,
+        "back to empty, still attached: {undo}"
+    );
+    assert!(
+        !v.contains_key(&due),
+        "a field we attached is taken off: {undo}"
+    );
+    assert_eq!(v[&iban], users_iban);
+    let doc = pl.get(&format!("/api/documents/{id}/"));
+    assert_eq!(doc["storage_path"], Value::Null, "{undo}");
+}
