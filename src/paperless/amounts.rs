@@ -57,6 +57,11 @@ const TOTAL_LABELS: &[&[&str]] = &[
     &["gesamt", "ttc", "betrag"],
 ];
 
+/// The labels of an amount to pay or a document's total (the first two ranks).
+pub fn total_labels() -> Vec<&'static str> {
+    TOTAL_LABELS[..LINE_START_RANK].concat()
+}
+
 /// The rank at which generic labels must open the line.
 const LINE_START_RANK: usize = 2;
 

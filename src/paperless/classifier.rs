@@ -15,7 +15,7 @@ use super::facts::{self, Found, FACTS};
 use super::fields::CustomField;
 use super::filed::{self, Lift};
 use super::fusion::{self, Source, TagEvidence, Why};
-use super::meaning::{by_filing, map_entries, Encoder};
+use super::meaning::{by_filing, cosine, map_entries, Encoder};
 use super::neighbours::{embedding_text, Neighbour, Neighbours};
 use super::prompt::{schema, system_prompt, Extras};
 use super::{rules, shortlist};
@@ -312,48 +312,67 @@ impl Classifier {
         })
     }
 
-    /// For each field, the fact its name means, if any: by the encoder, one field per fact,
-    /// among the facts its type can hold (without an encoder, none: the model chooses).
+    /// For each field, the fact its name means, if any: by the encoder, among the facts its
+    /// type can hold, when the name is clearly closer to the fact than to names that mean
+    /// nothing (`facts::NEUTRAL`); one field per fact. Without an encoder, none: the model
+    /// chooses among the text's values.
     async fn field_facts(&self, fields: &[CustomField]) -> Result<Vec<Option<usize>>, EngineError> {
-        let mut out = vec![None; fields.len()];
         let Some(enc) = &self.encoder else {
-            return Ok(out);
+            return Ok(vec![None; fields.len()]);
         };
-        // Fields whose types fit the same facts compete for them together.
-        let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
-        for (i, f) in fields.iter().enumerate() {
-            let fit = facts::fitting(&f.data_type);
-            if fit.is_empty() {
-                continue;
-            }
-            match groups.iter_mut().find(|(g, _)| *g == fit) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((fit, vec![i])),
-            }
+        if fields.is_empty() {
+            return Ok(Vec::new());
         }
-        for (fit, members) in groups {
-            let concepts: Vec<concepts::Concept> = fit
-                .iter()
-                .map(|&j| {
-                    let c = &FACTS[j].concept;
-                    concepts::Concept {
-                        key: c.key,
-                        meaning: c.meaning,
-                        cues: c.cues,
-                    }
-                })
-                .collect();
-            let entries: Vec<Named> = members
-                .iter()
-                .map(|&i| Named::new(fields[i].id, &fields[i].name))
-                .collect();
-            let r = map_entries(Some(enc), &entries, &concepts, &Vec::new()).await;
-            let mapped = self.without_missing_encoder(r, vec![None; entries.len()])?;
-            for (k, m) in mapped.into_iter().enumerate() {
-                out[members[k]] = m.map(|c| fit[c]);
-            }
+        let r = self.field_scores(enc, fields).await;
+        let scores = self.without_missing_encoder(r, Vec::new())?;
+        if scores.is_empty() {
+            return Ok(vec![None; fields.len()]);
         }
-        Ok(out)
+        Ok(facts::assign(&scores))
+    }
+
+    /// `scores[field][fact]`: how much closer the field's name is to the fact than to the
+    /// closest neutral phrase, where the type fits and the margin is enough.
+    async fn field_scores(
+        &self,
+        enc: &Encoder,
+        fields: &[CustomField],
+    ) -> Result<Vec<Vec<Option<f32>>>, EngineError> {
+        let phrases: Vec<Vec<String>> = FACTS.iter().map(facts::phrases).collect();
+        let all: Vec<&str> = phrases
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(facts::NEUTRAL.iter().copied())
+            .collect();
+        let vectors = enc.embed(&all).await?;
+        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        let name_vectors = enc.embed(&names).await?;
+        let neutral = &vectors[vectors.len() - facts::NEUTRAL.len()..];
+        let closest = |v: &[f32], set: &[std::sync::Arc<Vec<f32>>]| {
+            set.iter()
+                .map(|x| cosine(v, x))
+                .fold(f32::NEG_INFINITY, f32::max)
+        };
+        Ok(fields
+            .iter()
+            .zip(&name_vectors)
+            .map(|(f, v)| {
+                let fit = facts::fitting(&f.data_type);
+                let base = closest(v, neutral);
+                let mut at = 0;
+                phrases
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| {
+                        let set = &vectors[at..at + p.len()];
+                        at += p.len();
+                        let margin = closest(v, set) - base;
+                        (fit.contains(&j) && margin >= facts::MIN_MARGIN).then_some(margin)
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// The storage path the owner's rule or the similar documents settle.
@@ -749,6 +768,81 @@ mod tests {
             today,
         );
         assert_eq!(kept.created.as_deref(), Some("2025-12-31"));
+    }
+
+    #[test]
+    fn the_storage_path_comes_from_the_rule_then_the_similar_documents() {
+        let mut by_rule = Named::new(1, "Haus");
+        by_rule.matching_algorithm = super::super::types::matching::ANY;
+        by_rule.match_text = "Zählernummer".into();
+        let t = Taxonomy {
+            storage_paths: vec![by_rule, Named::new(2, "Auto")],
+            ..Taxonomy::default()
+        };
+        let near = |path: &str| Neighbour {
+            id: String::new(),
+            similarity: 0.95,
+            content: String::new(),
+            correspondent: None,
+            document_type: None,
+            tags: vec![],
+            storage_path: Some(path.into()),
+        };
+        let (name, why) = Classifier::storage_path(&t, "Zählernummer 12", &[near("Auto")]).unwrap();
+        assert_eq!((name.as_str(), why.by), ("Haus", Source::Rule));
+        let (name, why) =
+            Classifier::storage_path(&t, "Inspektion", &[near("Auto"), near("Auto")]).unwrap();
+        assert_eq!((name.as_str(), why.by), ("Auto", Source::Neighbours));
+        assert!(
+            Classifier::storage_path(&t, "Inspektion", &[]).is_none(),
+            "left to the model"
+        );
+        assert!(Classifier::storage_path(&Taxonomy::default(), "x", &[near("Auto")]).is_none());
+    }
+
+    #[test]
+    fn field_values_keep_only_what_paperless_accepts_and_say_why() {
+        let field = |id: i64, name: &str, t: &str| {
+            CustomField::from_paperless(
+                &serde_json::json!({"id": id, "name": name, "data_type": t}),
+            )
+            .unwrap()
+        };
+        let plans = vec![
+            FieldPlan {
+                field: field(1, "Betrag", "monetary"),
+                found: Found::Labelled(serde_json::json!("EUR1.00"), "Summe".into()),
+                fact: Some(0),
+            },
+            FieldPlan {
+                field: field(2, "Datum", "date"),
+                found: Found::Choose(vec![serde_json::json!("2024-01-02")]),
+                fact: None,
+            },
+            FieldPlan {
+                field: field(3, "Anzahl", "integer"),
+                found: Found::Choose(vec![serde_json::json!(3)]),
+                fact: None,
+            },
+            FieldPlan {
+                field: field(4, "Notiz", "longtext"),
+                found: Found::NotExtracted,
+                fact: None,
+            },
+        ];
+        // The model answered a date and, impossibly, an integer out of range.
+        let answer: BTreeMap<String, serde_json::Value> = [
+            ("Datum".to_owned(), serde_json::json!("2024-01-02")),
+            ("Anzahl".to_owned(), serde_json::json!(1i64 << 40)),
+        ]
+        .into();
+        let (values, whys) = field_values(plans, &answer);
+        assert_eq!(values["Betrag"], "EUR1.00");
+        assert_eq!(whys["Betrag"].by, Source::Text);
+        assert_eq!(values["Datum"], "2024-01-02");
+        assert_eq!(whys["Datum"].by, Source::Model);
+        assert!(values["Anzahl"].is_null() && values["Notiz"].is_null());
+        assert_eq!(values.len(), 4);
     }
 
     #[test]
