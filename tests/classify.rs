@@ -448,3 +448,72 @@ fn custom_fields_take_what_the_text_states_in_paperless_formats() {
         "{err}"
     );
 }
+
+/// Whether `v` (a field value in Paperless's format) is written in `text`: amounts by their
+/// digits, dates in any of the usual layouts, the rest as it is.
+fn stated(v: &Value, text: &str) -> bool {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    match v {
+        Value::String(s)
+            if s.len() > 3
+                && s[..3].chars().all(|c| c.is_ascii_uppercase())
+                && s[3..].parse::<f64>().is_ok() =>
+        {
+            let cents: String = s[3..].chars().filter(char::is_ascii_digit).collect();
+            digits.contains(cents.trim_start_matches('0'))
+        }
+        Value::String(s) => match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            Ok(d) => [
+                "%d.%m.%Y",
+                "%d/%m/%Y",
+                "%Y-%m-%d",
+                "%-d %B %Y",
+                "%B %-d, %Y",
+            ]
+            .iter()
+            .any(|f| text.contains(&d.format(f).to_string())),
+            Err(_) => text.contains(s.as_str()),
+        },
+        Value::Number(n) => digits.contains(&n.to_string().replace(['.', '-'], "")),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_field_of_no_known_meaning_takes_only_values_the_text_states() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let mut t = taxonomy();
+    // Names that mean nothing: every value is the model's choice among the text's values.
+    t["custom_fields"] = json!([
+        {"id": 1, "name": "Feld A", "data_type": "monetary"},
+        {"id": 2, "name": "Feld B", "data_type": "date"},
+        {"id": 3, "name": "Feld C", "data_type": "string"},
+        {"id": 4, "name": "Feld D", "data_type": "integer"},
+        {"id": 5, "name": "Feld E", "data_type": "url"},
+    ]);
+    let letter = "Allianz Versicherungs-AG\nVersicherungsschein A5-7731, Ihr Zeichen KV 22/41\n\
+        München, 20.11.2025\nIhr neuer Jahresbeitrag ab 01.03.2026: 211,63 EUR (bisher 197,78 EUR).\n\
+        Mehr unter https://www.allianz.de/beitrag. Anzahl Verträge: 3";
+    let mut model_values = 0;
+    for text in [INVOICE, letter] {
+        let (st, v) = s.post(
+            "/api/classify",
+            json!({"content": text, "taxonomy": t,
+                   "custom_fields": ["Feld A", "Feld B", "Feld C", "Feld D", "Feld E"]}),
+        );
+        assert_eq!(st, 200, "{v}");
+        for (name, value) in v["suggestion"]["custom_fields"].as_object().unwrap() {
+            let why = &v["explanation"]["custom_fields"][name];
+            assert_ne!(why["by"], "text", "no meaning, no label read: {v}");
+            if !value.is_null() {
+                model_values += 1;
+                assert!(
+                    stated(value, text),
+                    "{name} = {value} is not in the text: {v}"
+                );
+            }
+        }
+    }
+    assert!(model_values > 0, "the model chose some value");
+}
