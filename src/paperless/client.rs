@@ -478,11 +478,22 @@ impl PaperlessClient {
         if set.is_empty() && remove.is_empty() {
             return Ok(());
         }
-        let body = json!({
-            "documents": [id],
-            "method": "modify_custom_fields",
-            "parameters": {"add_custom_fields": set, "remove_custom_fields": remove},
-        });
+        self.bulk_edit(
+            id,
+            "modify_custom_fields",
+            json!({"add_custom_fields": set, "remove_custom_fields": remove}),
+        )
+        .await
+    }
+
+    /// One bulk_edit `method` on one document.
+    async fn bulk_edit(
+        &self,
+        id: i64,
+        method: &str,
+        parameters: Value,
+    ) -> Result<(), PaperlessError> {
+        let body = json!({"documents": [id], "method": method, "parameters": parameters});
         self.call(Method::POST, "/api/documents/bulk_edit/", Some(&body))
             .await
             .map(|_| ())
@@ -508,14 +519,12 @@ impl PaperlessClient {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
-        let body = json!({
-            "documents": [id],
-            "method": "modify_tags",
-            "parameters": {"add_tags": add, "remove_tags": remove},
-        });
-        self.call(Method::POST, "/api/documents/bulk_edit/", Some(&body))
-            .await
-            .map(|_| ())
+        self.bulk_edit(
+            id,
+            "modify_tags",
+            json!({"add_tags": add, "remove_tags": remove}),
+        )
+        .await
     }
 }
 
