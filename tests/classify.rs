@@ -449,6 +449,45 @@ fn custom_fields_take_what_the_text_states_in_paperless_formats() {
     );
 }
 
+#[test]
+fn a_select_field_follows_the_owners_most_similar_documents() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    // The owner's earlier bills from the same utility were paid by direct debit; an unrelated
+    // letter was paid by transfer.
+    let earlier = |month: &str, amount: &str| {
+        json!({"content": INVOICE.replace("12.03.2024", month).replace("144,34", amount),
+               "document_type": "Invoice", "tags": ["utilities"],
+               "custom_fields": {"Zahlweise": "Lastschrift"}})
+    };
+    let examples = json!([
+        earlier("12.01.2024", "151,20"),
+        earlier("12.02.2024", "139,02"),
+        {"content": "Rechtsanwalt Dr. Huber, Kanzlei am Markt\nKostennote für die Beratung im \
+                     Mietrechtsstreit, bitte überweisen Sie 420,00 EUR.",
+         "document_type": "Letter", "tags": [], "custom_fields": {"Zahlweise": "Überweisung"}},
+    ]);
+    let (st, v) = s.post(
+        "/api/classify",
+        json!({"content": INVOICE, "taxonomy": with_fields(), "examples": examples,
+               "custom_fields": ["Zahlweise", "Betrag"]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["suggestion"]["custom_fields"]["Zahlweise"], "Lastschrift",
+        "{v}"
+    );
+    assert_eq!(
+        v["explanation"]["custom_fields"]["Zahlweise"]["by"], "neighbours",
+        "{v}"
+    );
+    // An amount is the document's own: never taken from the neighbours.
+    assert_eq!(
+        v["suggestion"]["custom_fields"]["Betrag"], "EUR144.34",
+        "{v}"
+    );
+}
+
 /// Whether `v` (a field value in Paperless's format) is written in `text`: amounts by their
 /// digits, dates in any of the usual layouts, the rest as it is.
 fn stated(v: &Value, text: &str) -> bool {

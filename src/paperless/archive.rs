@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{PaperlessClient, PaperlessError};
+use super::client::{FieldValue, PaperlessClient, PaperlessError};
 use super::meaning::{cosine, Encoder};
 use super::neighbours::{embedding_text, top_k, Filing, Neighbour, Neighbours};
 use super::types::Taxonomy;
@@ -56,6 +56,9 @@ struct Entry {
     /// Absent in indexes written before storage paths were learned.
     #[serde(default)]
     storage_path: Option<i64>,
+    /// Custom field values (select: option ids), as Paperless sends them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    custom_fields: Vec<FieldValue>,
 }
 
 mod vector_b64 {
@@ -106,6 +109,8 @@ pub struct Labelled {
     pub document_type: Option<i64>,
     #[serde(default)]
     pub storage_path: Option<i64>,
+    #[serde(default)]
+    pub custom_fields: Vec<FieldValue>,
 }
 
 /// What a sync did.
@@ -224,7 +229,7 @@ impl Archive {
             .unwrap_or_default();
         let q = format!(
             "/api/documents/?{filter}ordering=modified&fields=id,content,owner,modified,tags,\
-             correspondent,document_type,storage_path"
+             correspondent,document_type,storage_path,custom_fields"
         );
         let changed: Vec<Labelled> = client.list(&q).await?;
         let mut out = Synced::default();
@@ -246,6 +251,7 @@ impl Archive {
                 let labelled = d.correspondent.is_some()
                     || d.document_type.is_some()
                     || d.storage_path.is_some()
+                    || d.custom_fields.iter().any(|f| !f.value.is_null())
                     || !d.tags.is_empty();
                 let keep = labelled && !d.content.trim().is_empty();
                 if keep && reviewed {
@@ -273,6 +279,7 @@ impl Archive {
                         document_type: d.document_type,
                         tags: d.tags.clone(),
                         storage_path: d.storage_path,
+                        custom_fields: d.custom_fields.clone(),
                     },
                 );
                 out.embedded += 1;
@@ -378,6 +385,15 @@ impl Neighbours for ArchiveView<'_> {
                     document_type,
                     tags,
                     storage_path: e.storage_path.and_then(|c| Self::name(&t.storage_paths, c)),
+                    custom_fields: e
+                        .custom_fields
+                        .iter()
+                        .filter_map(|v| {
+                            let f = t.custom_fields.iter().find(|f| f.id == v.field)?;
+                            let value = f.value_from_paperless(&v.value);
+                            (!value.is_null()).then(|| (f.name.clone(), value))
+                        })
+                        .collect(),
                 }
             })
             .collect()
@@ -402,6 +418,7 @@ pub type SharedArchive = Arc<Archive>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn entry(id: i64, owner: Option<i64>, v: [f32; 2], ty: i64) -> Entry {
         Entry {
@@ -414,7 +431,41 @@ mod tests {
             document_type: Some(ty),
             tags: vec![],
             storage_path: None,
+            custom_fields: vec![],
         }
+    }
+
+    #[test]
+    fn neighbours_carry_custom_field_values_by_name_and_label() {
+        let a = Archive::open(None, "e").unwrap();
+        let mut e = entry(1, None, [1.0, 0.0], 10);
+        e.custom_fields = [(5, json!("b2")), (6, json!("EUR12.00")), (7, json!(true))]
+            .into_iter()
+            .map(|(field, value)| FieldValue { field, value })
+            .collect();
+        a.write().entries.insert(1, e);
+        let field = |v: Value| crate::paperless::fields::CustomField::from_paperless(&v).unwrap();
+        let t = Taxonomy {
+            custom_fields: vec![
+                field(
+                    json!({"id": 5, "name": "Zahlweise", "data_type": "select", "extra_data":
+                    {"select_options": [{"id": "a1", "label": "Lastschrift"},
+                                        {"id": "b2", "label": "Überweisung"}]}}),
+                ),
+                field(json!({"id": 6, "name": "Betrag", "data_type": "monetary"})),
+            ],
+            ..Taxonomy::default()
+        };
+        let n = a.view(None, &t).nearest(&[1.0, 0.0], 1, None);
+        assert_eq!(
+            n[0].custom_fields,
+            [
+                ("Zahlweise".to_owned(), json!("Überweisung")),
+                ("Betrag".to_owned(), json!("EUR12.00"))
+            ]
+            .into(),
+            "fields the owner did not enable (7) are left out"
+        );
     }
 
     #[test]
@@ -465,6 +516,7 @@ mod tests {
             correspondent: Some(1),
             document_type: None,
             storage_path: None,
+            custom_fields: vec![],
         };
         let ai = Some(99);
         let s = a.read().clone();

@@ -491,7 +491,10 @@ impl Classifier {
             .into_iter()
             .zip(job.fields)
             .map(|(fact, f)| FieldPlan {
-                found: facts::find(f, fact.map(|j| &FACTS[j]), content, &all_dates),
+                found: match facts::find(f, fact.map(|j| &FACTS[j]), content, &all_dates) {
+                    Found::Judge => by_neighbours(&f.name, &neighbours).unwrap_or(Found::Judge),
+                    found => found,
+                },
                 field: f.clone(),
                 fact,
             })
@@ -613,6 +616,28 @@ fn needs_model(
     correspondent || document_type || tags || title
 }
 
+/// A judged field (a select option, yes or no) the owner's most similar documents settle:
+/// the value with half their weight or more, ahead of every other. Facts of the text (amounts, numbers, dates) are
+/// each document's own and are never taken from other documents.
+fn by_neighbours(field: &str, neighbours: &[Neighbour]) -> Option<Found> {
+    let w = fusion::weights(neighbours);
+    let mut shares: Vec<(serde_json::Value, f32)> = Vec::new();
+    for (n, w) in neighbours.iter().zip(&w) {
+        let Some(v) = n.custom_fields.get(field) else {
+            continue;
+        };
+        match shares.iter_mut().find(|(x, _)| x == v) {
+            Some((_, s)) => *s += w,
+            None => shares.push((v.clone(), *w)),
+        }
+    }
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let runner_up = shares.get(1).map_or(0.0, |s| s.1);
+    let (v, share) = shares.into_iter().next()?;
+    // Half the weight or more, and no tie.
+    (share >= 0.5 && share > runner_up).then_some(Found::Neighbours(v, share))
+}
+
 /// Each field's value: what the text labels, else the model's choice (checked once more by
 /// Paperless's rules), else null; with the reason.
 fn field_values(
@@ -632,6 +657,13 @@ fn field_values(
                 Why::new(
                     Source::Text,
                     format!("the text labels it \"{label}\"{meaning}"),
+                ),
+            ),
+            Found::Neighbours(v, share) => (
+                v,
+                Why::new(
+                    Source::Neighbours,
+                    format!("the value of the most similar documents ({share:.2})"),
                 ),
             ),
             Found::NotExtracted => (
@@ -787,6 +819,7 @@ mod tests {
             document_type: None,
             tags: vec![],
             storage_path: Some(path.into()),
+            custom_fields: [("Zahlweise".to_owned(), serde_json::json!(path))].into(),
         };
         let (name, why) = Classifier::storage_path(&t, "Zählernummer 12", &[near("Auto")]).unwrap();
         assert_eq!((name.as_str(), why.by), ("Haus", Source::Rule));
@@ -798,6 +831,16 @@ mod tests {
             "left to the model"
         );
         assert!(Classifier::storage_path(&Taxonomy::default(), "x", &[near("Auto")]).is_none());
+        // A select field the similar documents agree on; none when they disagree or lack it.
+        assert_eq!(
+            by_neighbours("Zahlweise", &[near("Auto"), near("Auto")]),
+            Some(Found::Neighbours(serde_json::json!("Auto"), 1.0))
+        );
+        assert_eq!(
+            by_neighbours("Zahlweise", &[near("Auto"), near("Haus")]),
+            None
+        );
+        assert_eq!(by_neighbours("Status", &[near("Auto")]), None);
     }
 
     #[test]

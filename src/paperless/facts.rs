@@ -196,6 +196,9 @@ pub enum Found {
     Choose(Vec<Value>),
     /// The model judges it (a select option, yes or no).
     Judge,
+    /// The owner's most similar documents agree on it (a select option or yes/no): the value,
+    /// and their share of the neighbours' weight.
+    Neighbours(Value, f32),
     /// Never extracted: free text and document links are not facts the text states verbatim.
     NotExtracted,
 }
@@ -442,7 +445,9 @@ pub fn choice_schema(f: &CustomField, found: &Found) -> Value {
         Found::Judge => f
             .value_schema(&[])
             .unwrap_or_else(|| json!({"type": "null"})),
-        Found::Labelled(..) | Found::NotExtracted => json!({"type": "null"}),
+        Found::Labelled(..) | Found::Neighbours(..) | Found::NotExtracted => {
+            json!({"type": "null"})
+        }
     }
 }
 

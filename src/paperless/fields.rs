@@ -171,6 +171,18 @@ impl CustomField {
         })
     }
 
+    /// A value as Paperless stores it, as the classifier names it: a select option's id
+    /// becomes its label (an unknown id, null); other values stay as they are.
+    pub fn value_from_paperless(&self, v: &Value) -> Value {
+        match (&self.data_type, v.as_str()) {
+            (DataType::Select(options), Some(id)) => options
+                .iter()
+                .find(|o| o.id == id)
+                .map_or(Value::Null, |o| json!(o.label)),
+            _ => v.clone(),
+        }
+    }
+
     /// The model's value as Paperless stores it (`null` stays `null`): a select label becomes
     /// its option's id; everything is checked as Paperless's serializer checks it, so a write
     /// never fails validation and nothing outside the field's rules is ever sent.

@@ -217,6 +217,7 @@ mod tests {
             document_type: Some(ty.into()),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             storage_path: None,
+            custom_fields: Default::default(),
         }
     }
 

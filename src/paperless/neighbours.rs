@@ -25,6 +25,9 @@ pub struct Neighbour {
     pub tags: Vec<String>,
     #[serde(skip)]
     pub storage_path: Option<String>,
+    /// Its custom field values by field name (a select option by its label).
+    #[serde(skip)]
+    pub custom_fields: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// How one labelled document was filed: its text (what is kept of it) and its labels.
@@ -117,6 +120,7 @@ impl Neighbours for ExampleSet {
                     document_type: e.document_type.clone(),
                     tags: e.tags.clone(),
                     storage_path: e.storage_path.clone(),
+                    custom_fields: e.custom_fields.clone(),
                 }
             })
             .collect()

@@ -232,6 +232,7 @@ mod tests {
             document_type: Some("Invoice".into()),
             tags: vec!["home".into()],
             storage_path: None,
+            custom_fields: Default::default(),
         };
         let p = system_prompt(&taxonomy(), false, 3, &[&example], &Extras::default());
         for name in [

@@ -165,6 +165,9 @@ pub struct Example {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_path: Option<String>,
+    /// Custom field values by field name (a select option by its label).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_fields: BTreeMap<String, Value>,
 }
 
 /// Ids given as numbers or strings.
