@@ -481,10 +481,8 @@ impl Classifier {
         let neighbours = self.neighbours(&job).await?;
         let decided = self.decide(&job, &neighbours).await?;
         let view = self.open_choices(&job, &decided, &neighbours, num_ctx);
-        let all_dates: Vec<chrono::NaiveDate> = super::dates::date_candidates(content)
-            .into_iter()
-            .filter(|d| *d <= today)
-            .collect();
+        // A field's date may lie ahead (a due date, a contract's end), unlike `created`.
+        let all_dates = super::dates::date_candidates(content);
         let fields: Vec<FieldPlan> = self
             .field_facts(job.fields)
             .await?
