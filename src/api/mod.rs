@@ -122,9 +122,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/embeddings", post(openai::embeddings))
-        // Refuses a declared Content-Length over the limit before reading a byte; the extractor
-        // limit below catches chunked bodies that grow past it.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        // Refuses a declared Content-Length over the limit before parsing or keeping a byte; the
+        // extractor limit below catches chunked bodies that grow past it.
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         // Model files are uploaded as a stream, hashed and capped by the handler itself.
         .merge(Router::new().route(
@@ -159,6 +162,43 @@ pub fn router(state: AppState) -> Router {
             guard::check_request,
         ))
         .with_state(state)
+}
+
+/// How much of an oversized body is read (and dropped) at most before the 413, and for how long.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// A request whose declared length is over `limit` gets a 413 without its body being parsed or
+/// kept. What the client is still sending is read and dropped for a moment first (bounded in
+/// bytes and time): a connection closed with unread bytes is reset by the kernel, and the
+/// client then sees a broken connection instead of the answer that says what the limit is.
+async fn refuse_oversized(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if !declared.is_some_and(|n| n > limit as u64) {
+        return next.run(req).await;
+    }
+    use futures_util::StreamExt;
+    let mut body = req.into_body().into_data_stream();
+    let drain = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    // `json_errors` words it.
+    StatusCode::PAYLOAD_TOO_LARGE.into_response()
 }
 
 /// A request body still arriving after this is dropped (a client trickling bytes holds a
