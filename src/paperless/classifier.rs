@@ -512,6 +512,10 @@ impl Classifier {
                     )
                 })
                 .collect(),
+            no_title: decided
+                .type_concept
+                .and_then(|c| concepts::type_word(content, c))
+                .is_some(),
         };
         // With nothing named, a new name may be coined (when allowed); otherwise null.
         let new_correspondent = job.new_correspondent && view.correspondents.is_empty();

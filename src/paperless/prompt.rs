@@ -37,6 +37,9 @@ fn coined_name() -> Value {
 pub struct Extras {
     pub storage_paths: Option<Vec<Named>>,
     pub fields: Vec<(String, Value)>,
+    /// The title is composed from the text (`title::compose`): the model is not asked for
+    /// one, which saves the twenty-odd tokens it would write.
+    pub no_title: bool,
 }
 
 /// The answer's JSON Schema. Property order is generation order: the decisions the text
@@ -85,10 +88,12 @@ pub fn schema(
                    "additionalProperties": false}),
         );
     }
-    properties.insert(
-        "title".into(),
-        json!({"type": "string", "minLength": 3, "maxLength": MAX_TITLE, "pattern": "^[^\\n\"\\\\]+$"}),
-    );
+    if !extras.no_title {
+        properties.insert(
+            "title".into(),
+            json!({"type": "string", "minLength": 3, "maxLength": MAX_TITLE, "pattern": "^[^\\n\"\\\\]+$"}),
+        );
+    }
     let required: Vec<String> = properties.keys().cloned().collect();
     json!({
         "type": "object",
@@ -144,11 +149,15 @@ pub fn system_prompt(
          - created: the date the document was issued (invoice date, letter date, statement \
          date), from the dates found in it; not an order, delivery, due or birth date. null \
          if it has none.\n\
-         {tags}\n\
-         - title: a short title (issuer, kind of document, subject), at most {MAX_TITLE} \
-         characters.",
+         {tags}",
         list(&t.document_types),
     );
+    if !extras.no_title {
+        prompt.push_str(&format!(
+            "\n- title: a short title (issuer, kind of document, subject), at most \
+             {MAX_TITLE} characters."
+        ));
+    }
     if let Some(paths) = &extras.storage_paths {
         prompt.push_str(&format!(
             "\n- storage_path: where the document is filed, one of: {}. Use null if none fits.",

@@ -132,6 +132,8 @@ impl Taxonomy {
 /// The classifier's answer, by name.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct Suggestion {
+    /// (Absent from the model's answer when the title is composed from the text.)
+    #[serde(default)]
     pub title: String,
     pub correspondent: Option<String>,
     pub document_type: Option<String>,
