@@ -232,6 +232,27 @@ mod tests {
     }
 
     #[test]
+    fn a_title_composed_from_the_text_is_not_asked_for() {
+        let extras = Extras {
+            no_title: true,
+            ..Extras::default()
+        };
+        let s = schema(&taxonomy(), &[], false, 3, &extras);
+        assert!(s["properties"].get("title").is_none());
+        assert!(!s["required"].as_array().unwrap().contains(&json!("title")));
+        assert!(!system_prompt(&taxonomy(), false, 3, &[], &extras).contains("title"));
+        let asked = schema(&taxonomy(), &[], false, 3, &Extras::default());
+        assert_eq!(
+            asked["required"].as_array().unwrap().last(),
+            Some(&json!("title"))
+        );
+        let answer: super::super::types::Suggestion = serde_json::from_value(json!({
+            "correspondent": null, "document_type": "Invoice", "created": null, "tags": []}))
+        .unwrap();
+        assert_eq!(answer.title, "", "an answer without a title parses");
+    }
+
+    #[test]
     fn prompt_lists_every_name_and_the_examples() {
         let example = Neighbour {
             id: "7".into(),
