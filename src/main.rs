@@ -279,25 +279,23 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("{} is not a taxonomy JSON", path.display()))?;
-    let mut fields = Vec::new();
-    for name in args
+    let names: Vec<&str> = args
         .fields
         .as_deref()
         .unwrap_or_default()
         .split(',')
         .map(str::trim)
         .filter(|n| !n.is_empty())
-    {
-        let f = candlelight::paperless::fields::by_name(&taxonomy.custom_fields, name)
-            .with_context(|| {
-                format!(
-                    "--fields: {name:?} is not among the custom_fields of {} (add its \
-                     definition as Paperless's /api/custom_fields/ lists it)",
-                    path.display()
-                )
-            })?;
-        fields.push(f.clone());
-    }
+        .collect();
+    let fields = candlelight::paperless::fields::select(&taxonomy.custom_fields, &names).map_err(
+        |name| {
+            anyhow::anyhow!(
+                "--fields: {name:?} is not among the custom_fields of {} (add its definition \
+                 as Paperless's /api/custom_fields/ lists it)",
+                path.display()
+            )
+        },
+    )?;
     let examples: Vec<Example> = match &args.examples {
         None => Vec::new(),
         Some(p) => std::fs::read_to_string(p)

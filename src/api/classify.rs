@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::params::json_body;
 use super::{AppState, Scope};
-use crate::paperless::fields::{by_name, CustomField};
+use crate::paperless::fields::{select, CustomField};
 use crate::paperless::neighbours::Neighbours;
 use crate::paperless::triggers::webhook_document_id;
 use crate::paperless::{
@@ -87,25 +87,19 @@ fn process_error(model: &str, e: ProcessError) -> ApiError {
 
 /// The taxonomy's custom fields named in the request, in the request's order.
 fn requested_fields(t: &Taxonomy, names: &[String]) -> Result<Vec<CustomField>, ApiError> {
-    let mut out: Vec<CustomField> = Vec::new();
-    for name in names {
-        let Some(f) = by_name(&t.custom_fields, name) else {
-            let known: Vec<&str> = t.custom_fields.iter().map(|f| f.name.as_str()).collect();
-            return Err(ApiError::bad_request(format!(
-                "custom field {name:?} is not among the taxonomy's custom_fields ({}): send \
-                 its definition as Paperless's /api/custom_fields/ lists it",
-                if known.is_empty() {
-                    "it has none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        };
-        if !out.contains(f) {
-            out.push(f.clone());
-        }
-    }
-    Ok(out)
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    select(&t.custom_fields, &names).map_err(|name| {
+        let known: Vec<&str> = t.custom_fields.iter().map(|f| f.name.as_str()).collect();
+        ApiError::bad_request(format!(
+            "custom field {name:?} is not among the taxonomy's custom_fields ({}): send \
+             its definition as Paperless's /api/custom_fields/ lists it",
+            if known.is_empty() {
+                "it has none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })
 }
 
 pub async fn classify_text(

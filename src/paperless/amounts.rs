@@ -200,11 +200,7 @@ pub fn amount_candidates(text: &str) -> Vec<String> {
 }
 
 fn has_word(line: &str, word: &str) -> bool {
-    line.match_indices(word).any(|(at, _)| {
-        let before = line[..at].chars().next_back();
-        let after = line[at + word.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
+    super::evidence::word_end(line, word).is_some()
 }
 
 /// The currency a token names, if any.

@@ -308,7 +308,7 @@ pub async fn plan(
     // overwrite setting says: a field's value is the owner's fact, not a label.
     let mut set_fields = Map::new();
     for (name, v) in s.custom_fields.iter().filter(|(_, v)| !v.is_null()) {
-        let Some(def) = taxonomy.custom_fields.iter().find(|f| &f.name == name) else {
+        let Some(def) = super::fields::by_name(&taxonomy.custom_fields, name) else {
             continue;
         };
         let value = match def.to_paperless(v) {

@@ -481,8 +481,18 @@ impl Classifier {
         let neighbours = self.neighbours(&job).await?;
         let decided = self.decide(&job, &neighbours).await?;
         let view = self.open_choices(&job, &decided, &neighbours, num_ctx);
-        // A field's date may lie ahead (a due date, a contract's end), unlike `created`.
-        let all_dates = super::dates::date_candidates(content);
+        // A field's date may lie ahead (a due date, a contract's end), unlike `created`. Read
+        // only when fields are asked for: most documents have none.
+        let all_dates = if job.fields.is_empty() {
+            Vec::new()
+        } else {
+            super::dates::date_candidates(content)
+        };
+        // The text's own word for the document's kind composes the title (`title::compose`).
+        let title_from_text = decided
+            .type_concept
+            .and_then(|c| concepts::type_word(content, c))
+            .is_some();
         let fields: Vec<FieldPlan> = self
             .field_facts(job.fields)
             .await?
@@ -512,16 +522,21 @@ impl Classifier {
                     )
                 })
                 .collect(),
-            no_title: decided
-                .type_concept
-                .and_then(|c| concepts::type_word(content, c))
-                .is_some(),
+            no_title: title_from_text,
         };
         // With nothing named, a new name may be coined (when allowed); otherwise null.
         let new_correspondent = job.new_correspondent && view.correspondents.is_empty();
         let open_tags = MAX_TAGS - decided.tags.len().min(MAX_TAGS);
         let asks_extras = extras.storage_paths.is_some() || !extras.fields.is_empty();
-        if !asks_extras && !needs_model(&decided, &view, new_correspondent, open_tags, content) {
+        if !asks_extras
+            && !needs_model(
+                &decided,
+                &view,
+                new_correspondent,
+                open_tags,
+                title_from_text,
+            )
+        {
             // The evidence decided every field: the model's call would only repeat it.
             let (suggestion, explanation) = merge(
                 Suggestion::default(),
@@ -605,22 +620,19 @@ fn needs_model(
     open: &Taxonomy,
     new_correspondent: bool,
     open_tags: usize,
-    content: &str,
+    title_from_text: bool,
 ) -> bool {
     let correspondent =
         decided.correspondent.is_none() && (new_correspondent || !open.correspondents.is_empty());
     let document_type = decided.document_type.is_none() && !open.document_types.is_empty();
     let tags = open_tags > 0 && !open.tags.is_empty();
-    let title = decided
-        .type_concept
-        .and_then(|c| concepts::type_word(content, c))
-        .is_none();
-    correspondent || document_type || tags || title
+    correspondent || document_type || tags || !title_from_text
 }
 
 /// A judged field (a select option, yes or no) the owner's most similar documents settle:
-/// the value with half their weight or more, ahead of every other. Facts of the text (amounts, numbers, dates) are
-/// each document's own and are never taken from other documents.
+/// the value with half their weight or more, ahead of every other. Facts of the text
+/// (amounts, numbers, dates) are each document's own and are never taken from other
+/// documents.
 fn by_neighbours(field: &str, neighbours: &[Neighbour]) -> Option<Found> {
     let w = fusion::weights(neighbours);
     let mut shares: Vec<(serde_json::Value, f32)> = Vec::new();

@@ -45,6 +45,18 @@ const GENERIC: &[&str] = &[
     "of",
 ];
 
+/// Where `word` first stands as a whole word in `line` (no letter or digit right before or
+/// after it): the byte offset of its end.
+pub fn word_end(line: &str, word: &str) -> Option<usize> {
+    line.match_indices(word).find_map(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + word.len()..].chars().next();
+        let bounded =
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric);
+        bounded.then_some(at + word.len())
+    })
+}
+
 /// Lower-case words of at least two letters, with umlauts kept (names print them).
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())

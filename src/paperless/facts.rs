@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::amounts;
 use super::concepts::Concept;
+use super::evidence::word_end;
 use super::fields::{iban_candidates, CustomField, DataType};
 
 /// What kind of value a fact is.
@@ -203,21 +204,11 @@ pub enum Found {
     NotExtracted,
 }
 
-fn has_word(line: &str, word: &str) -> Option<usize> {
-    line.match_indices(word).find_map(|(at, _)| {
-        let before = line[..at].chars().next_back();
-        let after = line[at + word.len()..].chars().next();
-        let bounded =
-            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric);
-        bounded.then_some(at + word.len())
-    })
-}
-
 /// Where label `cue` is on `line` (start, end). `a * b` is `a`, then `b` within a few words
 /// ("Rechnung des Versicherers (575) Nr.").
 fn label_at(line: &str, cue: &str) -> Option<(usize, usize)> {
     match cue.split_once(" * ") {
-        None => has_word(line, cue).map(|end| (end - cue.len(), end)),
+        None => word_end(line, cue).map(|end| (end - cue.len(), end)),
         Some((a, b)) => {
             // The first part may end a compound ("Handelsrechnung", "Stromrechnung").
             let a_end = line.match_indices(a).find_map(|(at, _)| {
@@ -229,7 +220,7 @@ fn label_at(line: &str, cue: &str) -> Option<(usize, usize)> {
                 .then_some(end)
             })?;
             let rest = &line[a_end..];
-            let b_end = has_word(rest, b)?;
+            let b_end = word_end(rest, b)?;
             (b_end - b.len() <= 32).then_some((a_end - a.len(), a_end + b_end))
         }
     }
@@ -253,11 +244,14 @@ fn after_labels<'a>(text: &'a str, cues: &[&str]) -> Vec<(&'a str, String)> {
     out
 }
 
+/// Tokens a reference and the filler before it may span.
+const REFERENCE_TOKENS: usize = 6;
+
 /// A reference (an invoice, customer or contract number) at the start of `rest`: the first
 /// token with a digit, after separators and filler words ("Nr.", ":", "#"); digit groups
 /// printed apart ("241 778 503") stay together. Dates and amounts are not references.
 fn reference(rest: &str) -> Option<String> {
-    let tokens: Vec<&str> = rest.split_whitespace().take(6).collect();
+    let tokens: Vec<&str> = rest.split_whitespace().take(REFERENCE_TOKENS).collect();
     let clean = |t: &str| {
         t.trim_matches(|c: char| matches!(c, ':' | ',' | ';' | '(' | ')' | '"' | '\''))
             .trim_end_matches('.')
@@ -365,7 +359,10 @@ fn references_in(text: &str) -> Vec<String> {
     for line in text.lines() {
         let tokens: Vec<&str> = line.split_whitespace().collect();
         for i in 0..tokens.len() {
-            let Some(r) = reference(&tokens[i..].join(" ")) else {
+            // Only what `reference` reads: joining the rest of a long line for each token would
+            // make one-line OCR texts quadratic.
+            let end = (i + REFERENCE_TOKENS).min(tokens.len());
+            let Some(r) = reference(&tokens[i..end].join(" ")) else {
                 continue;
             };
             // Only where the token itself starts the reference, and not inside a longer one.

@@ -251,10 +251,20 @@ impl CustomField {
 
 /// The field called `name`: the exact spelling first, else ignoring case.
 pub fn by_name<'a>(defs: &'a [CustomField], name: &str) -> Option<&'a CustomField> {
-    defs.iter().find(|f| f.name == name).or_else(|| {
-        let lower = name.to_lowercase();
-        defs.iter().find(|f| f.name.to_lowercase() == lower)
-    })
+    super::types::named(defs, name, |f| &f.name)
+}
+
+/// The fields called `names`, in that order, each once; the first name `defs` lacks is the
+/// error. What a request or the command line asks for.
+pub fn select(defs: &[CustomField], names: &[&str]) -> Result<Vec<CustomField>, String> {
+    let mut out: Vec<CustomField> = Vec::new();
+    for name in names {
+        let f = by_name(defs, name).ok_or_else(|| (*name).to_owned())?;
+        if !out.contains(f) {
+            out.push(f.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Paperless's monetary rule (`^[A-Z]{3}-?\d+(\.\d{1,2})$`, at most 12 digits), as the schema

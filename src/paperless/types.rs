@@ -185,8 +185,13 @@ fn id_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
 /// The item called `name`: the exact spelling first, else ignoring case (Paperless's own
 /// uniqueness is case-sensitive, so "finance" may sit next to "Finance").
 pub fn by_name<'a>(items: &'a [Named], name: &str) -> Option<&'a Named> {
-    items.iter().find(|n| n.name == name).or_else(|| {
+    named(items, name, |n| &n.name)
+}
+
+/// The item whose `name_of` is `name`: the exact spelling first, else ignoring case.
+pub fn named<'a, T>(items: &'a [T], name: &str, name_of: impl Fn(&T) -> &str) -> Option<&'a T> {
+    items.iter().find(|n| name_of(n) == name).or_else(|| {
         let lower = name.to_lowercase();
-        items.iter().find(|n| n.name.to_lowercase() == lower)
+        items.iter().find(|n| name_of(n).to_lowercase() == lower)
     })
 }
