@@ -272,6 +272,68 @@ fn names_that_mean_the_same_give_the_same_answer() {
     assert!(tagged >= 3, "only {tagged} tags in all");
 }
 
+/// Paid and unpaid are near each other for the encoder ("Paid" and "Unpaid" differ by a
+/// prefix); with English descriptions alone, English and French status names swapped.
+#[test]
+fn payment_status_names_keep_their_sense_in_any_language() {
+    let _one = common::serial();
+    let s = Server::start(&[]);
+    let paid = "Stadtwerke München\nRechnung Nr. 2024-311 vom 02.05.2024\nStrom April 2024, \
+                84,00 EUR.\nDer Betrag wurde per Lastschrift beglichen. Vielen Dank.";
+    let overdue = DOCS[3];
+    for names in [
+        [
+            "Invoice",
+            "Bank Statement",
+            "Insurance Policy",
+            "Payment Reminder",
+            "Electricity & Gas",
+            "Vehicles",
+            "Paid",
+            "Unpaid",
+        ],
+        [
+            "Rechnung",
+            "Kontoauszug",
+            "Police",
+            "Mahnung",
+            "Strom und Gas",
+            "Fahrzeuge",
+            "Bezahlt",
+            "Unbezahlt",
+        ],
+        [
+            "Facture",
+            "Relevé",
+            "Police d'assurance",
+            "Relance",
+            "Énergie",
+            "Véhicules",
+            "Réglé",
+            "Impayé",
+        ],
+    ] {
+        let t = household(names);
+        let tags = |doc: &str| {
+            let (st, r) = s.post("/api/classify", json!({"content": doc, "taxonomy": t}));
+            assert_eq!(st, 200, "{r}");
+            let tags: Vec<String> = r["suggestion"]["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_owned())
+                .collect();
+            (tags, r)
+        };
+        let (on_paid, r) = tags(paid);
+        assert!(on_paid.iter().any(|t| t == names[6]), "{names:?}: {r}");
+        assert!(!on_paid.iter().any(|t| t == names[7]), "{names:?}: {r}");
+        let (on_overdue, r) = tags(overdue);
+        assert!(on_overdue.iter().any(|t| t == names[7]), "{names:?}: {r}");
+        assert!(!on_overdue.iter().any(|t| t == names[6]), "{names:?}: {r}");
+    }
+}
+
 #[test]
 fn a_similar_labelled_document_decides_what_the_text_alone_cannot() {
     let _one = common::serial();
