@@ -104,6 +104,7 @@ impl Llama {
         x: &Tensor,
         pos: usize,
         cache: &mut KvCache,
+        mask: &mut Option<Tensor>,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let seq = x.dim(0)?;
@@ -126,9 +127,13 @@ impl Llama {
         let q = q.reshape((nkv, n_rep * seq, hd))?;
         let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let att = if seq > 1 {
-            let mask = causal_mask(seq, pos, kv_len, &self.device, att.dtype())?;
+            // Built on the host once per forward pass and uploaded once, not once per layer.
+            let mask = match mask {
+                Some(m) => m,
+                None => mask.insert(causal_mask(seq, pos, kv_len, &self.device, att.dtype())?),
+            };
             att.reshape((nkv, n_rep, seq, kv_len))?
-                .broadcast_add(&mask)?
+                .broadcast_add(mask)?
                 .reshape((nkv, n_rep * seq, kv_len))?
         } else {
             att
@@ -163,9 +168,10 @@ impl Llama {
             .embed
             .embedding(tokens, &self.device)?
             .to_dtype(self.act_dtype)?;
+        let mut mask = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm(&x, &layer.attn_norm)?;
-            x = (x + self.attention(layer, i, &h, pos, cache)?)?;
+            x = (x + self.attention(layer, i, &h, pos, cache, &mut mask)?)?;
             let h = self.rms_norm(&x, &layer.ffn_norm)?;
             let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
             let up = layer.w_up.forward(&h)?;
