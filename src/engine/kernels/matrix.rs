@@ -10,9 +10,12 @@ use rayon::prelude::*;
 
 /// Activation values per `Q8Block`.
 pub const QK: usize = 32;
-/// Below this many weights a one-row product runs on the calling thread: a small matrix
-/// (SmolLM2's layers, < 1 M weights, ~10-30 µs of work) costs less there than waking the pool.
-pub(crate) const PARALLEL_MIN_WEIGHTS: usize = 1 << 21;
+/// Below this many weights a one-row product runs on the calling thread: only the smallest
+/// matrices (SmolLM2's K and V projections, 110 K weights, a few µs of work) cost less there
+/// than handing half to the pool. It was 2 M, which kept every SmolLM2 layer matrix on one
+/// core: decode read its weights at half the machine's bandwidth, 0.56-0.68x llama.cpp's
+/// decode (kernels-notes, "Decode on both cores"); at 128 K both cores share them.
+pub(crate) const PARALLEL_MIN_WEIGHTS: usize = 1 << 17;
 
 /// An activation block: `a[j] ≈ d * qs[j]`, `sum = Σ qs[j]`, and `s = d * sum` for offset terms.
 #[derive(Debug, Clone, Copy)]
