@@ -25,6 +25,13 @@ pub struct BenchReport {
     pub prefill_tok_s_all: Vec<f64>,
     pub decode_tok_s_all: Vec<f64>,
     pub peak_rss_mib: f64,
+    /// The model file's bytes times decode tokens per second / 1e9: what decoding reads of
+    /// the weights per second (each weight once per token; a tied embedding once, as the
+    /// output matrix). The KV cache and activations are not counted.
+    pub decode_weight_gb_s: f64,
+    /// The machine's read bandwidth with the same threads (`read_bandwidth_gb_s`), on the CPU
+    /// only; `decode_weight_gb_s` over it is decode's share of the physical limit.
+    pub read_bandwidth_gb_s: Option<f64>,
 }
 
 /// A prompt of exactly `n` tokens made of ordinary prose (a realistic token mix).
@@ -72,6 +79,8 @@ pub fn run(
             decode.push(gen_tokens as f64 / t.elapsed().as_secs_f64());
         }
     }
+    // Before the bandwidth measurement, whose buffer would count.
+    let peak_rss_mib = peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0);
     Ok(BenchReport {
         model: setup.model.clone(),
         quantization: lm.card.info.quantization.clone(),
@@ -83,10 +92,41 @@ pub fn run(
         load_seconds: setup.load_seconds,
         prefill_tok_s: median(&prefill),
         decode_tok_s: median(&decode),
+        decode_weight_gb_s: lm.card.info.file_size as f64 * median(&decode) / 1e9,
+        read_bandwidth_gb_s: lm
+            .model
+            .device()
+            .is_cpu()
+            .then(|| read_bandwidth_gb_s(READ_BYTES, 5)),
         prefill_tok_s_all: prefill,
         decode_tok_s_all: decode,
-        peak_rss_mib: peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
+        peak_rss_mib,
     })
+}
+
+/// Far beyond any CPU cache, so every pass reads from memory.
+const READ_BYTES: usize = 512 << 20;
+
+/// Memory read bandwidth on the inference thread pool: the best of `passes` parallel sums over
+/// `bytes` of memory (touched beforehand, so page faults stay out), in GB/s. A sum is what a
+/// decode kernel does with its weights: stream them once, keep little.
+pub fn read_bandwidth_gb_s(bytes: usize, passes: usize) -> f64 {
+    use rayon::prelude::*;
+    let words: Vec<u64> = (0..bytes / 8).map(|i| i as u64 | 1).collect();
+    let chunk = (words.len() / (rayon::current_num_threads() * 8)).max(4096);
+    let mut best = 0f64;
+    for _ in 0..passes.max(1) {
+        let t = Instant::now();
+        let sum = words
+            .par_chunks(chunk)
+            .map(|c| c.iter().fold(0u64, |a, &w| a.wrapping_add(w)))
+            .reduce(|| 0, u64::wrapping_add);
+        let secs = t.elapsed().as_secs_f64();
+        // The sum is used, so the reads cannot be optimised away.
+        std::hint::black_box(sum);
+        best = best.max(bytes as f64 / secs / 1e9);
+    }
+    best
 }
 
 /// Constrained vs unconstrained decoding on the same prompt.

@@ -216,6 +216,20 @@ fn bench(args: BenchArgs) -> Result<()> {
             r.runs,
             r.peak_rss_mib
         );
+        match r.read_bandwidth_gb_s {
+            Some(bw) => println!(
+                "weights     {:.1} GB/s read by decode, {:.0}% of this machine's {:.1} GB/s \
+                 (read with {} threads)",
+                r.decode_weight_gb_s,
+                100.0 * r.decode_weight_gb_s / bw,
+                bw,
+                r.threads
+            ),
+            None => println!(
+                "weights     {:.1} GB/s read by decode",
+                r.decode_weight_gb_s
+            ),
+        }
         if let Some(c) = &constrained {
             println!(
                 "constrained {:.1} tok/s vs {:.1} unconstrained ({} tokens; {:.0}% forced, {} \
