@@ -67,6 +67,14 @@ fn bench_reports_json() {
         "the model is resident"
     );
     assert_eq!(r["quantization"], "Q4_1");
+    // Decode's share of the physical limit: both figures present on the CPU, and what decode
+    // reads is the file's bytes per token.
+    let bw = r["read_bandwidth_gb_s"].as_f64().unwrap();
+    let read = r["decode_weight_gb_s"].as_f64().unwrap();
+    let file = std::fs::metadata(common::test_model_path()).unwrap().len() as f64;
+    assert!(bw > 0.1, "{r}");
+    let expected = file * r["decode_tok_s"].as_f64().unwrap() / 1e9;
+    assert!((read - expected).abs() <= 1e-6 * expected.max(1.0), "{r}");
 }
 
 #[test]
