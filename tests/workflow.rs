@@ -308,9 +308,15 @@ fn paperless_runs_the_post_consume_script_and_the_document_is_classified() {
         PATIENCE,
         || pl.has_tag(id, "ai-processed"),
     );
+    // The trigger is logged with the outcome, after the tags are written: wait for the line
+    // rather than read the log at the instant the tag appears (that raced).
+    wait_until("the webhook trigger in the log", PATIENCE, || {
+        let log = s.log();
+        log.contains("trigger=\"webhook\"") || log.contains("trigger=webhook")
+    });
     let log = s.log();
     assert!(
-        log.contains("trigger=\"webhook\"") || log.contains("trigger=webhook"),
+        !log.contains("trigger=\"poll\"") && !log.contains("trigger=poll"),
         "{log}"
     );
     let doc = pl.get(&format!("/api/documents/{id}/"));
