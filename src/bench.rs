@@ -79,6 +79,7 @@ pub fn run(
             decode.push(gen_tokens as f64 / t.elapsed().as_secs_f64());
         }
     }
+    let decode_tok_s = median(&decode);
     // Before the bandwidth measurement, whose buffer would count.
     let peak_rss_mib = peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0);
     Ok(BenchReport {
@@ -91,8 +92,8 @@ pub fn run(
         runs: runs.max(1),
         load_seconds: setup.load_seconds,
         prefill_tok_s: median(&prefill),
-        decode_tok_s: median(&decode),
-        decode_weight_gb_s: lm.card.info.file_size as f64 * median(&decode) / 1e9,
+        decode_tok_s,
+        decode_weight_gb_s: lm.card.info.file_size as f64 * decode_tok_s / 1e9,
         read_bandwidth_gb_s: lm
             .model
             .device()
